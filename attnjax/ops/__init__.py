@@ -1,0 +1,48 @@
+"""Pure JAX attention functions (no Flax). Layout: ``[batch..., length, heads, head_dim]``."""
+
+from attnjax.ops.additive import additive_attention, additive_scores
+from attnjax.ops.attention import (
+    IMPLEMENTATIONS,
+    dot_product_attention,
+    dot_product_attention_weights,
+    masked_softmax,
+)
+from attnjax.ops.masks import (
+    causal_mask,
+    combine_masks,
+    local_window_mask,
+    make_attention_mask,
+    padding_mask_from_lengths,
+    padding_mask_from_tokens,
+    valid_from_lengths,
+    valid_from_tokens,
+)
+from attnjax.ops.positional import (
+    alibi_bias,
+    alibi_slopes,
+    apply_rope,
+    rope_frequencies,
+    sinusoidal_encoding,
+)
+
+__all__ = [
+    "IMPLEMENTATIONS",
+    "additive_attention",
+    "additive_scores",
+    "alibi_bias",
+    "alibi_slopes",
+    "apply_rope",
+    "causal_mask",
+    "combine_masks",
+    "dot_product_attention",
+    "dot_product_attention_weights",
+    "local_window_mask",
+    "make_attention_mask",
+    "masked_softmax",
+    "padding_mask_from_lengths",
+    "padding_mask_from_tokens",
+    "rope_frequencies",
+    "sinusoidal_encoding",
+    "valid_from_lengths",
+    "valid_from_tokens",
+]

@@ -1,0 +1,274 @@
+"""Scaled dot-product attention: ``softmax(Q K^T / sqrt(d_k)) V``.
+
+Layout everywhere is the one of ``jax.nn.dot_product_attention``:
+
+* ``query``: ``[..., T, H, D]``  (batch dims ``...``, T query positions, H heads, D head dim)
+* ``key``:   ``[..., S, Hk, D]`` (S key positions, Hk key/value heads; Hk divides H)
+* ``value``: ``[..., S, Hk, Dv]``
+* ``mask`` (bool, True = keep) and ``bias`` broadcast to ``[..., H, T, S]``.
+
+When ``Hk < H`` this is grouped-query attention (Ainslie et al. 2023); ``Hk == 1`` is
+multi-query attention (Shazeer 2019). Query head ``h`` reads key/value head ``h // (H // Hk)``,
+the same grouping as ``jax.nn.dot_product_attention``.
+
+All argument checks happen in Python on static shapes, so a bad call fails at trace time
+with a message naming the argument, instead of deep inside XLA.
+"""
+
+from __future__ import annotations
+
+import math
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from attnjax.ops.masks import causal_mask
+
+Array = jax.Array
+
+IMPLEMENTATIONS = ("xla",)
+
+
+def _shape_str(x) -> str:
+    return "[" + ", ".join(str(d) for d in np.shape(x)) + "]"
+
+
+def _softmax_dtype(dtype) -> jnp.dtype:
+    # Softmax statistics in at least float32: exp() of bf16/fp16 logits loses most of the
+    # mass and fp16 overflows at 65504 (Micikevicius et al. 2018, "mixed precision").
+    return jnp.promote_types(dtype, jnp.float32)
+
+
+def masked_softmax(logits: Array, mask: Array | None = None, axis: int = -1) -> Array:
+    """Numerically stable softmax over ``axis`` that drops masked entries.
+
+    Args:
+      logits: scores of any shape, e.g. ``[..., H, T, S]``. Entries equal to ``-inf`` count as
+        masked, so an additive ``-inf`` bias works too.
+      mask: optional boolean array broadcastable to ``logits``; True keeps an entry.
+      axis: the axis to normalise over (the key axis).
+
+    Returns:
+      Weights of the shape of ``logits``, in at least float32. Rows with at least one kept
+      entry sum to 1; rows where every entry is masked are all zeros (not NaN, not uniform),
+      and their gradient is zero and finite.
+    """
+    logits = logits.astype(_softmax_dtype(logits.dtype))
+    keep = logits > -jnp.inf  # also drops NaN-free -inf biases
+    if mask is not None:
+        keep = jnp.logical_and(keep, mask)
+    # Masked entries are replaced before max/exp (the "double where"), so neither the
+    # forward pass nor the gradient ever sees inf - inf.
+    safe_logits = jnp.where(keep, logits, 0.0)
+    row_max = jnp.max(jnp.where(keep, logits, -jnp.inf), axis=axis, keepdims=True)
+    row_max = jnp.where(jnp.isfinite(row_max), row_max, 0.0)
+    unnormalised = jnp.where(keep, jnp.exp(safe_logits - jax.lax.stop_gradient(row_max)), 0.0)
+    denominator = jnp.sum(unnormalised, axis=axis, keepdims=True)
+    return unnormalised / jnp.where(denominator > 0, denominator, 1.0)
+
+
+def _check_float(name: str, x) -> None:
+    dtype = getattr(x, "dtype", None)
+    if dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(
+            f"dot_product_attention: `{name}` must be a floating-point array, got dtype {dtype}"
+        )
+
+
+def _check_broadcast(name: str, x, target: tuple[int, ...]) -> None:
+    shape = np.shape(x)
+    ok = len(shape) <= len(target) and all(
+        a == 1 or a == b for a, b in zip(shape[::-1], target[::-1], strict=False)
+    )
+    if not ok:
+        raise ValueError(
+            f"dot_product_attention: `{name}` must broadcast to [..., H, T, S] = "
+            f"{list(target)}, got shape {list(shape)}"
+        )
+
+
+def _validate(query, key, value, bias, mask, scale, dropout_rate, dropout_rng, implementation):
+    for name, x in (("query", query), ("key", key), ("value", value)):
+        _check_float(name, x)
+    if not (query.dtype == key.dtype == value.dtype):
+        raise TypeError(
+            "dot_product_attention: `query`, `key` and `value` must share one dtype, got "
+            f"query {query.dtype}, key {key.dtype}, value {value.dtype} "
+            "(cast them explicitly, e.g. all to float32)"
+        )
+    if query.ndim < 3:
+        raise ValueError(
+            "dot_product_attention: `query` must have shape [..., T, H, D] (rank >= 3), "
+            f"got shape {_shape_str(query)}"
+        )
+    for name, x in (("key", key), ("value", value)):
+        if x.ndim != query.ndim:
+            raise ValueError(
+                f"dot_product_attention: `{name}` must have the rank of `query` "
+                f"({query.ndim}: [..., S, Hk, D]), got shape {_shape_str(x)} "
+                f"with query shape {_shape_str(query)}"
+            )
+    *batch, t, h, d = query.shape
+    *kbatch, s, hk, dk = key.shape
+    *vbatch, sv, hv, _ = value.shape
+    if tuple(kbatch) != tuple(batch) or tuple(vbatch) != tuple(batch):
+        raise ValueError(
+            "dot_product_attention: batch dims of `query`, `key`, `value` must match, got "
+            f"query {_shape_str(query)}, key {_shape_str(key)}, value {_shape_str(value)}"
+        )
+    if dk != d:
+        raise ValueError(
+            f"dot_product_attention: `key` head dim must equal `query` head dim D={d} "
+            f"(expected [..., S, Hk, {d}]), got key shape {_shape_str(key)}"
+        )
+    if sv != s or hv != hk:
+        raise ValueError(
+            f"dot_product_attention: `value` must have shape [..., S={s}, Hk={hk}, Dv] like "
+            f"`key` {_shape_str(key)}, got value shape {_shape_str(value)}"
+        )
+    if t == 0 or s == 0 or d == 0:
+        raise ValueError(
+            "dot_product_attention: empty sequence or head dim: T, S and D must be > 0, got "
+            f"query {_shape_str(query)}, key {_shape_str(key)}"
+        )
+    if h % hk != 0:
+        raise ValueError(
+            f"dot_product_attention: key/value heads Hk={hk} must divide query heads H={h} "
+            f"(grouped-query attention), got query {_shape_str(query)}, key {_shape_str(key)}"
+        )
+    target = (*batch, h, t, s)
+    if mask is not None:
+        if getattr(mask, "dtype", None) != jnp.bool_:
+            raise TypeError(
+                "dot_product_attention: `mask` must be a boolean array (True = keep), got dtype "
+                f"{getattr(mask, 'dtype', type(mask).__name__)}; pass an additive float "
+                "mask as `bias` instead"
+            )
+        _check_broadcast("mask", mask, target)
+    if bias is not None:
+        if not jnp.issubdtype(getattr(bias, "dtype", jnp.int32), jnp.floating):
+            raise TypeError(
+                f"dot_product_attention: `bias` must be a floating-point array, got dtype "
+                f"{getattr(bias, 'dtype', type(bias).__name__)}"
+            )
+        _check_broadcast("bias", bias, target)
+    if scale is not None and np.ndim(scale) != 0:
+        raise ValueError(
+            f"dot_product_attention: `scale` must be a scalar, got shape {_shape_str(scale)}"
+        )
+    if not 0.0 <= dropout_rate < 1.0:
+        raise ValueError(
+            f"dot_product_attention: `dropout_rate` must be in [0, 1), got {dropout_rate}"
+        )
+    if dropout_rate > 0.0 and dropout_rng is None:
+        raise ValueError(
+            "dot_product_attention: `dropout_rng` (a jax.random key) is required when "
+            f"dropout_rate={dropout_rate} > 0"
+        )
+    if implementation is not None and implementation not in IMPLEMENTATIONS:
+        raise ValueError(
+            f"dot_product_attention: `implementation` must be None or one of {IMPLEMENTATIONS}, "
+            f"got {implementation!r}"
+        )
+
+
+def dot_product_attention_weights(
+    query: Array,
+    key: Array,
+    *,
+    bias: Array | None = None,
+    mask: Array | None = None,
+    is_causal: bool = False,
+    scale: float | None = None,
+) -> Array:
+    """Attention weights ``softmax(q k^T * scale + bias)`` with masking.
+
+    Args:
+      query: ``[..., T, H, D]``.
+      key: ``[..., S, Hk, D]`` with Hk dividing H.
+      bias: optional float array broadcastable to ``[..., H, T, S]``, added to the logits.
+      mask: optional bool array broadcastable to ``[..., H, T, S]``; True = attend.
+      is_causal: also apply ``causal_mask(T, S)`` (top-left aligned).
+      scale: logit scale; default ``1 / sqrt(D)``.
+
+    Returns:
+      ``[..., H, T, S]`` weights in at least float32; fully masked rows are zero.
+    """
+    value = key  # only shapes matter for the checks
+    _validate(query, key, value, bias, mask, scale, 0.0, None, None)
+    return _weights(query, key, bias, mask, is_causal, scale)
+
+
+def _weights(query, key, bias, mask, is_causal, scale):
+    *batch, t, h, d = query.shape
+    s, hk = key.shape[-3], key.shape[-2]
+    groups = h // hk
+    if scale is None:
+        scale = 1.0 / math.sqrt(d)
+    compute_dtype = _softmax_dtype(query.dtype)
+    # [..., T, Hk, G, D] x [..., S, Hk, D] -> [..., Hk, G, T, S]: no copy of the K heads.
+    grouped = query.reshape(*batch, t, hk, groups, d)
+    logits = jnp.einsum(
+        "...tkgd,...skd->...kgts", grouped, key, preferred_element_type=compute_dtype
+    )
+    logits = logits.reshape(*batch, h, t, s) * jnp.asarray(scale, compute_dtype)
+    if bias is not None:
+        logits = logits + bias.astype(compute_dtype)
+    if is_causal:
+        mask = causal_mask(t, s) if mask is None else jnp.logical_and(mask, causal_mask(t, s))
+    return masked_softmax(logits, mask)
+
+
+def dot_product_attention(
+    query: Array,
+    key: Array,
+    value: Array,
+    *,
+    bias: Array | None = None,
+    mask: Array | None = None,
+    is_causal: bool = False,
+    scale: float | None = None,
+    dropout_rate: float = 0.0,
+    dropout_rng: Array | None = None,
+    implementation: str | None = None,
+    return_weights: bool = False,
+) -> Array | tuple[Array, Array]:
+    """Scaled dot-product attention (Vaswani et al. 2017, eq. 1).
+
+    Args:
+      query: ``[..., T, H, D]`` queries.
+      key: ``[..., S, Hk, D]`` keys; Hk divides H (grouped-/multi-query attention).
+      value: ``[..., S, Hk, Dv]`` values.
+      bias: optional float array broadcastable to ``[..., H, T, S]`` added to the logits
+        (relative positions, ALiBi, an additive mask; ``-inf`` entries count as masked).
+      mask: optional bool array broadcastable to ``[..., H, T, S]``; True = attend.
+      is_causal: forbid query ``i`` from seeing keys ``j > i`` (top-left aligned, as jax.nn).
+      scale: logit scale; default ``1 / sqrt(D)``.
+      dropout_rate: probability of dropping an attention weight (inverted dropout).
+      dropout_rng: ``jax.random`` key, required when ``dropout_rate > 0``.
+      implementation: ``None`` (pick the best available) or ``"xla"``.
+      return_weights: also return the attention weights (before dropout).
+
+    Returns:
+      ``out [..., T, H, Dv]`` in the dtype of ``query``, or ``(out, weights)`` with
+      ``weights [..., H, T, S]`` (float32 or wider) when ``return_weights``. Query rows that
+      can see no key give a zero output and zero (finite) gradients.
+    """
+    _validate(query, key, value, bias, mask, scale, dropout_rate, dropout_rng, implementation)
+    weights = _weights(query, key, bias, mask, is_causal, scale)
+    *batch, t, h, _ = query.shape
+    s, hk, dv = value.shape[-3:]
+    groups = h // hk
+    applied = weights
+    if dropout_rate > 0.0:
+        keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, weights.shape)
+        applied = jnp.where(keep, weights / (1.0 - dropout_rate), 0.0)
+    applied = applied.reshape(*batch, hk, groups, t, s).astype(value.dtype)
+    out = jnp.einsum(
+        "...kgts,...skd->...tkgd",
+        applied,
+        value,
+        preferred_element_type=_softmax_dtype(value.dtype),
+    )
+    out = out.reshape(*batch, t, h, dv).astype(query.dtype)
+    return (out, weights) if return_weights else out

@@ -1,0 +1,144 @@
+"""Positional information for attention, which by itself is order-blind.
+
+* ``sinusoidal_encoding``: absolute, added to embeddings (Vaswani et al. 2017, sec. 3.5).
+* ``apply_rope``: rotary embeddings, rotate q and k so that ``q_m . k_n`` depends only on
+  ``m - n`` (Su et al. 2021, RoFormer).
+* ``alibi_slopes`` / ``alibi_bias``: a per-head linear distance penalty added to the logits
+  (Press et al. 2022, "Train Short, Test Long").
+
+Learned position tables are parameters, so they live in ``attnjax.nn``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+
+
+def sinusoidal_encoding(
+    length: int | None = None,
+    dim: int = 0,
+    *,
+    positions: Array | None = None,
+    max_timescale: float = 10_000.0,
+    dtype=jnp.float32,
+) -> Array:
+    """Sinusoidal position encodings, interleaved as in the paper.
+
+    ``PE[p, 2i] = sin(p / 10000^(2i/dim))`` and ``PE[p, 2i+1] = cos(p / 10000^(2i/dim))``.
+
+    Args:
+      length: L; encodes positions ``0..L-1`` (ignored when ``positions`` is given).
+      dim: model dim, must be even.
+      positions: optional integer positions ``[..., L]`` (e.g. a decoding step).
+      max_timescale: the 10000 of the paper.
+
+    Returns:
+      ``[L, dim]`` (or ``[..., L, dim]`` for ``positions``).
+    """
+    if dim <= 0 or dim % 2:
+        raise ValueError(f"sinusoidal_encoding: `dim` must be a positive even int, got {dim}")
+    if positions is None:
+        if length is None or length <= 0:
+            raise ValueError(f"sinusoidal_encoding: `length` must be > 0, got {length}")
+        positions = jnp.arange(length)
+    inv_freq = 1.0 / (max_timescale ** (np.arange(0, dim, 2, dtype=np.float32) / dim))
+    angles = jnp.asarray(positions, jnp.float32)[..., None] * inv_freq  # [..., L, dim/2]
+    encoding = jnp.stack([jnp.sin(angles), jnp.cos(angles)], axis=-1)  # interleave
+    return encoding.reshape(*angles.shape[:-1], dim).astype(dtype)
+
+
+def rope_frequencies(head_dim: int, base: float = 10_000.0) -> np.ndarray:
+    """``[head_dim / 2]`` rotation frequencies ``base^(-2i / head_dim)``."""
+    if head_dim <= 0 or head_dim % 2:
+        raise ValueError(f"rope: head dim must be a positive even int, got {head_dim}")
+    return 1.0 / (base ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim))
+
+
+def apply_rope(x: Array, positions: Array | None = None, *, base: float = 10_000.0) -> Array:
+    """Rotary position embedding of queries or keys.
+
+    Dimension ``i`` is paired with ``i + D/2`` (the "rotate half" layout of GPT-NeoX and
+    LLaMA) and the pair is rotated by angle ``position * base^(-2i/D)``.
+
+    Args:
+      x: ``[..., L, H, D]`` queries or keys, D even.
+      positions: integer positions broadcastable to ``[..., L]``; default ``arange(L)``.
+      base: the frequency base (10000 in RoFormer).
+
+    Returns:
+      Rotated ``x``, same shape and dtype.
+    """
+    if x.ndim < 3:
+        raise ValueError(f"apply_rope: `x` must have shape [..., L, H, D], got {list(x.shape)}")
+    length, head_dim = x.shape[-3], x.shape[-1]
+    inv_freq = jnp.asarray(rope_frequencies(head_dim, base), jnp.float32)
+    if positions is None:
+        positions = jnp.arange(length)
+    positions = jnp.asarray(positions)
+    if positions.ndim > 0 and positions.shape[-1] not in (1, length):
+        raise ValueError(
+            f"apply_rope: `positions` must broadcast to [..., L={length}], got shape "
+            f"{list(positions.shape)}"
+        )
+    angles = positions.astype(jnp.float32)[..., :, None, None] * inv_freq  # [..., L, 1, D/2]
+    cos, sin = jnp.cos(angles), jnp.sin(angles)
+    x32 = x.astype(jnp.float32)
+    first, second = x32[..., : head_dim // 2], x32[..., head_dim // 2 :]
+    rotated = jnp.concatenate([first * cos - second * sin, second * cos + first * sin], axis=-1)
+    return rotated.astype(x.dtype)
+
+
+def alibi_slopes(num_heads: int) -> np.ndarray:
+    """Per-head ALiBi slopes: the geometric sequence ``2^(-8/n), 2^(-16/n), ...``.
+
+    For a head count that is not a power of two, the paper's recipe: take the slopes of the
+    closest smaller power of two, then every other slope of the next power of two.
+    """
+    if num_heads <= 0:
+        raise ValueError(f"alibi_slopes: `num_heads` must be > 0, got {num_heads}")
+
+    def power_of_two(n: int) -> list[float]:
+        start = 2.0 ** (-8.0 / n)
+        return [start ** (i + 1) for i in range(n)]
+
+    closest = 2 ** math.floor(math.log2(num_heads))
+    slopes = power_of_two(closest)
+    if closest < num_heads:
+        slopes += power_of_two(2 * closest)[0::2][: num_heads - closest]
+    return np.asarray(slopes, np.float32)
+
+
+def alibi_bias(
+    num_heads: int,
+    query_length: int,
+    kv_length: int | None = None,
+    *,
+    query_positions: Array | None = None,
+    kv_positions: Array | None = None,
+) -> Array:
+    """``[H, T, S]`` ALiBi bias ``-slope_h * |i - j|``, ready for ``dot_product_attention(bias=)``.
+
+    The symmetric distance serves encoders; with a causal mask it equals the paper's
+    ``slope * (j - i)`` on every visible pair.
+
+    Args:
+      query_positions: optional ``[T]`` absolute query positions (default ``arange(T)``), e.g.
+        the step index when decoding with a cache.
+      kv_positions: optional ``[S]`` key positions (default ``arange(S)``).
+    """
+    kv_length = query_length if kv_length is None else kv_length
+    if query_positions is None:
+        query_positions = jnp.arange(query_length)
+    if kv_positions is None:
+        kv_positions = jnp.arange(kv_length)
+    distance = jnp.abs(
+        jnp.asarray(query_positions)[:, None] - jnp.asarray(kv_positions)[None, :]
+    ).astype(jnp.float32)
+    slopes = jnp.asarray(alibi_slopes(num_heads))
+    return -slopes[:, None, None] * distance[None]
