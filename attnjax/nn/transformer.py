@@ -1,0 +1,371 @@
+"""Transformer encoder, decoder, encoder-decoder and decoder-only LM (Vaswani et al. 2017).
+
+Every attention goes through ``MultiHeadAttention``, so every layer's weights can be captured
+with ``mutable=['intermediates']`` (``.../self_attention/attention_weights``,
+``.../cross_attention/attention_weights``) without editing the model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from attnjax import ops
+from attnjax.nn.attention import MultiHeadAttention
+
+Array = jax.Array
+POSITIONS = ("none", "sinusoidal", "learned", "rope", "alibi")
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerConfig:
+    """Hyper-parameters shared by every module in this file.
+
+    Attributes:
+      vocab_size: source (or LM) vocabulary size.
+      target_vocab_size: decoder vocabulary of an encoder-decoder; default ``vocab_size``.
+      model_dim: width of the residual stream.
+      num_heads: attention heads per layer; num_kv_heads: key/value heads (GQA), default all.
+      num_layers: encoder layers (or LM layers); num_decoder_layers: default ``num_layers``.
+      mlp_dim: hidden width of the position-wise MLP.
+      max_len: longest sequence (learned position table size, decode cache size).
+      dropout_rate: on embeddings and residual branches; attention_dropout_rate: on weights.
+      position: ``"none" | "sinusoidal" | "learned" | "rope" | "alibi"``. Without one,
+        self-attention is permutation equivariant: it cannot see word order.
+      pre_ln: LayerNorm before each sub-layer (Xiong et al. 2020) instead of after (the paper).
+      tie_embeddings: output projection = transposed decoder token embedding (Press & Wolf 2017).
+      normalize_qk: LayerNorm on queries and keys (QK-norm).
+      pad_id: padding token id, masked out of attention.
+      activation: ``"relu"`` (the paper) or ``"gelu"``.
+      decode: build modules for step-by-step decoding with a KV cache.
+    """
+
+    vocab_size: int
+    target_vocab_size: int | None = None
+    model_dim: int = 128
+    num_heads: int = 4
+    num_kv_heads: int | None = None
+    num_layers: int = 2
+    num_decoder_layers: int | None = None
+    mlp_dim: int = 512
+    max_len: int = 512
+    dropout_rate: float = 0.1
+    attention_dropout_rate: float = 0.0
+    position: str = "sinusoidal"
+    pre_ln: bool = True
+    tie_embeddings: bool = True
+    normalize_qk: bool = False
+    pad_id: int = 0
+    activation: str = "relu"
+    rope_base: float = 10_000.0
+    decode: bool = False
+    dtype: Any = jnp.float32
+
+    def __post_init__(self):
+        if self.position not in POSITIONS:
+            raise ValueError(
+                f"TransformerConfig: `position` must be one of {POSITIONS}, got {self.position!r}"
+            )
+        if self.model_dim % self.num_heads:
+            raise ValueError(
+                f"TransformerConfig: `num_heads`={self.num_heads} must divide "
+                f"model_dim={self.model_dim}"
+            )
+        if self.activation not in ("relu", "gelu"):
+            raise ValueError(
+                f"TransformerConfig: `activation` must be 'relu' or 'gelu', got "
+                f"{self.activation!r}"
+            )
+
+    @property
+    def attention_position(self) -> str | None:
+        """The scheme applied inside attention (RoPE/ALiBi), or None."""
+        return self.position if self.position in ("rope", "alibi") else None
+
+    def replace(self, **changes) -> TransformerConfig:
+        return dataclasses.replace(self, **changes)
+
+
+class PositionEmbedding(nn.Module):
+    """Adds absolute positions (sinusoidal or learned) to ``x [B, L, D]``.
+
+    In decode mode it keeps its own step counter in the ``'cache'`` collection, so a token
+    fed alone at step ``t`` receives position ``t``.
+    """
+
+    config: TransformerConfig
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        cfg = self.config
+        if cfg.position not in ("sinusoidal", "learned"):
+            return x
+        length, dim = x.shape[-2], x.shape[-1]
+        if length > cfg.max_len:
+            raise ValueError(
+                f"PositionEmbedding: sequence length {length} exceeds max_len={cfg.max_len}"
+            )
+        positions = jnp.arange(length)
+        if cfg.decode:
+            cached = self.has_variable("cache", "position_index")
+            index = self.variable("cache", "position_index", lambda: jnp.array(0, jnp.int32))
+            if cached:
+                positions = index.value + positions
+                index.value = index.value + length
+        if cfg.position == "sinusoidal":
+            table = ops.sinusoidal_encoding(dim=dim, positions=positions, dtype=x.dtype)
+        else:
+            embedding = self.param(
+                "embedding", nn.initializers.normal(stddev=0.02), (cfg.max_len, dim)
+            )
+            table = jnp.take(embedding, positions, axis=0).astype(x.dtype)
+        return x + table
+
+
+class MlpBlock(nn.Module):
+    """Position-wise feed-forward network ``W2 act(W1 x)``."""
+
+    config: TransformerConfig
+
+    @nn.compact
+    def __call__(self, x: Array, *, deterministic: bool = True) -> Array:
+        cfg = self.config
+        activation = nn.relu if cfg.activation == "relu" else nn.gelu
+        h = activation(nn.Dense(cfg.mlp_dim, dtype=cfg.dtype, name="wi")(x))
+        h = nn.Dropout(cfg.dropout_rate)(h, deterministic=deterministic)
+        return nn.Dense(x.shape[-1], dtype=cfg.dtype, name="wo")(h)
+
+
+class _Residual(nn.Module):
+    """``x + dropout(f(LN(x)))`` (pre-LN) or ``LN(x + dropout(f(x)))`` (post-LN)."""
+
+    config: TransformerConfig
+
+    @nn.compact
+    def __call__(self, x: Array, sublayer, *, deterministic: bool) -> Array:
+        cfg = self.config
+        norm = nn.LayerNorm(dtype=cfg.dtype, name="norm")
+        h = sublayer(norm(x) if cfg.pre_ln else x)
+        h = nn.Dropout(cfg.dropout_rate)(h, deterministic=deterministic)
+        return x + h if cfg.pre_ln else norm(x + h)
+
+
+def _attention(cfg: TransformerConfig, name: str, *, self_attention: bool) -> MultiHeadAttention:
+    return MultiHeadAttention(
+        num_heads=cfg.num_heads,
+        num_kv_heads=cfg.num_kv_heads,
+        dropout_rate=cfg.attention_dropout_rate,
+        normalize_qk=cfg.normalize_qk,
+        position=cfg.attention_position if self_attention else None,
+        rope_base=cfg.rope_base,
+        decode=cfg.decode and self_attention,
+        dtype=cfg.dtype,
+        name=name,
+    )
+
+
+class EncoderLayer(nn.Module):
+    """Self-attention + MLP, each in a residual branch."""
+
+    config: TransformerConfig
+
+    @nn.compact
+    def __call__(self, x: Array, mask: Array | None = None, *, deterministic: bool = True):
+        """x: ``[B, S, D]``; mask: bool broadcastable to ``[B, H, S, S]``."""
+        cfg = self.config
+        attention = _attention(cfg, "self_attention", self_attention=True)
+        x = _Residual(cfg, name="attention_block")(
+            x, lambda h: attention(h, mask=mask, deterministic=deterministic),
+            deterministic=deterministic,
+        )
+        mlp = MlpBlock(cfg, name="mlp")
+        return _Residual(cfg, name="mlp_block")(
+            x, lambda h: mlp(h, deterministic=deterministic), deterministic=deterministic
+        )
+
+
+class DecoderLayer(nn.Module):
+    """Causal self-attention, optional cross-attention to ``memory``, MLP."""
+
+    config: TransformerConfig
+
+    @nn.compact
+    def __call__(
+        self,
+        x: Array,
+        memory: Array | None = None,
+        *,
+        self_mask: Array | None = None,
+        cross_mask: Array | None = None,
+        deterministic: bool = True,
+    ) -> Array:
+        """x: ``[B, T, D]``; memory: ``[B, S, D]`` encoder output or None (decoder-only).
+
+        self_mask / cross_mask: bool broadcastable to ``[B, H, T, T]`` / ``[B, H, T, S]``.
+        """
+        cfg = self.config
+        self_attention = _attention(cfg, "self_attention", self_attention=True)
+        x = _Residual(cfg, name="self_attention_block")(
+            x,
+            lambda h: self_attention(
+                h, mask=self_mask, is_causal=True, deterministic=deterministic
+            ),
+            deterministic=deterministic,
+        )
+        if memory is not None:
+            cross_attention = _attention(cfg, "cross_attention", self_attention=False)
+            x = _Residual(cfg, name="cross_attention_block")(
+                x,
+                lambda h: cross_attention(
+                    h, memory, mask=cross_mask, deterministic=deterministic
+                ),
+                deterministic=deterministic,
+            )
+        mlp = MlpBlock(cfg, name="mlp")
+        return _Residual(cfg, name="mlp_block")(
+            x, lambda h: mlp(h, deterministic=deterministic), deterministic=deterministic
+        )
+
+
+def _check_tokens(name: str, tokens: Array) -> None:
+    if tokens.ndim != 2 or not jnp.issubdtype(tokens.dtype, jnp.integer):
+        raise ValueError(
+            f"`{name}` must be integer token ids of shape [B, L], got shape "
+            f"{list(tokens.shape)} dtype {tokens.dtype}"
+        )
+
+
+def _embed(cfg: TransformerConfig, vocab_size: int, name: str) -> nn.Embed:
+    # Unit-variance embeddings, as flax's WMT example; tied logits are rescaled by 1/sqrt(D).
+    return nn.Embed(
+        vocab_size, cfg.model_dim, embedding_init=nn.initializers.normal(1.0), name=name
+    )
+
+
+class Encoder(nn.Module):
+    """Token embedding + positions + ``num_layers`` encoder layers (+ final LN if pre-LN)."""
+
+    config: TransformerConfig
+
+    @nn.compact
+    def __call__(self, tokens: Array, *, deterministic: bool = True) -> Array:
+        """tokens: ``[B, S]`` ids (``pad_id`` is masked). Returns ``[B, S, D]``."""
+        cfg = self.config
+        _check_tokens("tokens", tokens)
+        x = _embed(cfg, cfg.vocab_size, "embed")(tokens)
+        x = PositionEmbedding(cfg.replace(decode=False), name="position")(x)
+        x = nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
+        mask = ops.padding_mask_from_tokens(tokens, pad_id=cfg.pad_id)
+        for i in range(cfg.num_layers):
+            x = EncoderLayer(cfg.replace(decode=False), name=f"layer_{i}")(
+                x, mask, deterministic=deterministic
+            )
+        return nn.LayerNorm(dtype=cfg.dtype, name="final_norm")(x) if cfg.pre_ln else x
+
+
+class Decoder(nn.Module):
+    """Token embedding + positions + decoder layers + output projection to logits.
+
+    With ``cross_attention=False`` it is a decoder-only language model body.
+    """
+
+    config: TransformerConfig
+    vocab_size: int
+    num_layers: int
+    cross_attention: bool = True
+
+    @nn.compact
+    def __call__(
+        self,
+        tokens: Array,
+        memory: Array | None = None,
+        memory_valid: Array | None = None,
+        *,
+        deterministic: bool = True,
+    ) -> Array:
+        """Logits ``[B, T, V]`` for ``tokens [B, T]``.
+
+        Args:
+          tokens: decoder input ids (shifted right for teacher forcing).
+          memory: ``[B, S, D]`` encoder output (cross-attention) or None.
+          memory_valid: ``[B, S]`` bool, the real (non-pad) encoder positions.
+        """
+        cfg = self.config
+        _check_tokens("tokens", tokens)
+        if self.cross_attention and memory is None:
+            raise ValueError("Decoder: `memory` [B, S, D] is required with cross_attention")
+        embed = _embed(cfg, self.vocab_size, "embed")
+        x = PositionEmbedding(cfg, name="position")(embed(tokens))
+        x = nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
+        # Right padding never leaks into real positions under a causal mask, but masking pad
+        # keys keeps left-padded prompts correct too. In decode mode the cache masks instead.
+        self_mask = None
+        if not cfg.decode:
+            self_mask = ops.valid_from_tokens(tokens, cfg.pad_id)[:, None, None, :]
+        cross_mask = None if memory_valid is None else memory_valid[:, None, None, :]
+        for i in range(self.num_layers):
+            x = DecoderLayer(cfg, name=f"layer_{i}")(
+                x,
+                memory if self.cross_attention else None,
+                self_mask=self_mask,
+                cross_mask=cross_mask,
+                deterministic=deterministic,
+            )
+        if cfg.pre_ln:
+            x = nn.LayerNorm(dtype=cfg.dtype, name="final_norm")(x)
+        if cfg.tie_embeddings:
+            return embed.attend(x) / math.sqrt(cfg.model_dim)
+        return nn.Dense(self.vocab_size, dtype=cfg.dtype, name="logits")(x)
+
+
+class EncoderDecoder(nn.Module):
+    """The original Transformer: encoder over the source, decoder with cross-attention."""
+
+    config: TransformerConfig
+
+    def setup(self):
+        cfg = self.config
+        self.encoder = Encoder(cfg)
+        self.decoder = Decoder(
+            cfg,
+            vocab_size=cfg.target_vocab_size or cfg.vocab_size,
+            num_layers=cfg.num_decoder_layers or cfg.num_layers,
+        )
+
+    def encode(self, source: Array, *, deterministic: bool = True) -> Array:
+        """source: ``[B, S]`` ids -> ``[B, S, D]``."""
+        return self.encoder(source, deterministic=deterministic)
+
+    def decode(
+        self, encoded: Array, source: Array, target_in: Array, *, deterministic: bool = True
+    ) -> Array:
+        """Logits ``[B, T, V]`` for decoder inputs ``target_in [B, T]`` given ``encoded``."""
+        memory_valid = ops.valid_from_tokens(source, self.config.pad_id)
+        return self.decoder(target_in, encoded, memory_valid, deterministic=deterministic)
+
+    def __call__(self, source: Array, target_in: Array, *, deterministic: bool = True) -> Array:
+        """source ``[B, S]``, target_in ``[B, T]`` -> logits ``[B, T, V]``."""
+        encoded = self.encode(source, deterministic=deterministic)
+        return self.decode(encoded, source, target_in, deterministic=deterministic)
+
+
+class DecoderOnlyLM(nn.Module):
+    """A GPT-style causal language model: ``tokens [B, T] -> logits [B, T, V]``."""
+
+    config: TransformerConfig
+
+    @nn.compact
+    def __call__(self, tokens: Array, *, deterministic: bool = True) -> Array:
+        cfg = self.config
+        return Decoder(
+            cfg,
+            vocab_size=cfg.vocab_size,
+            num_layers=cfg.num_layers,
+            cross_attention=False,
+            name="decoder",
+        )(tokens, deterministic=deterministic)
