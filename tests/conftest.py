@@ -1,0 +1,34 @@
+"""Test setup: 8 virtual CPU devices (for pmap/sharding tests) and hypothesis profiles.
+
+XLA reads XLA_FLAGS once, when the backend starts, so this must run before anything
+touches a device; conftest.py is imported before the test modules.
+"""
+
+import os
+
+_FLAG = "--xla_force_host_platform_device_count=8"
+if _FLAG not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _FLAG).strip()
+
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+# Every new shape is a new XLA compilation, so examples are few and deadlines off.
+settings.register_profile(
+    "attnjax",
+    max_examples=15,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "attnjax"))
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
