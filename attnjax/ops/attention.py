@@ -18,6 +18,7 @@ with a message naming the argument, instead of deep inside XLA.
 from __future__ import annotations
 
 import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np

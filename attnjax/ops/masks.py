@@ -34,7 +34,7 @@ def local_window_mask(
     window: int | tuple[int, int],
     offset: int = 0,
 ) -> Array:
-    """``[T, S]`` mask letting query ``i`` see keys ``i + offset - left <= j <= i + offset + right``.
+    """``[T, S]`` band mask: query ``i`` sees keys ``j`` with ``-left <= j - i - offset <= right``.
 
     Args:
       window: ``(left, right)`` number of neighbours on each side, or one int for both.
