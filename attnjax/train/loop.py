@@ -1,0 +1,193 @@
+"""A small, generic, jitted training loop with orbax checkpoints that resume exactly.
+
+Exact resumption on CPU rests on two rules: the batch of step ``s`` is a pure function of
+``s`` (``epoch_batch_indices``), and the dropout key of step ``s`` is
+``fold_in(base_key, s)``. Nothing else carries state, so a run killed at any point and
+restarted from its last checkpoint replays the same steps and ends with the same parameters.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from tqdm.auto import tqdm
+
+Array = jax.Array
+Batch = dict[str, np.ndarray]
+LossFn = Callable[[Any, Batch, Array], tuple[Array, dict[str, Array]]]
+
+
+class TrainState(flax.struct.PyTreeNode):
+    """Everything a step changes: the step counter, the parameters, the optimiser state."""
+
+    step: Array
+    params: Any
+    opt_state: Any
+
+    @classmethod
+    def create(cls, params: Any, optimizer: optax.GradientTransformation) -> TrainState:
+        return cls(step=jnp.array(0, jnp.int32), params=params, opt_state=optimizer.init(params))
+
+
+def make_train_step(
+    loss_fn: LossFn, optimizer: optax.GradientTransformation
+) -> Callable[[TrainState, Batch, Array], tuple[TrainState, dict[str, Array]]]:
+    """Build the jitted ``step(state, batch, base_key) -> (state, metrics)``.
+
+    Args:
+      loss_fn: ``loss_fn(params, batch, dropout_key) -> (loss, sums)``, where ``loss`` is
+        what is differentiated and ``sums`` are summed statistics (e.g. ``loss_sum``,
+        ``weight_sum``, ``correct_sum``) that aggregate exactly over steps.
+      optimizer: an optax transformation.
+    """
+
+    def step(state: TrainState, batch: Batch, base_key: Array):
+        key = jax.random.fold_in(base_key, state.step)
+        (loss, sums), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.params, batch, key
+        )
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = {**sums, "loss": loss, "grad_norm": optax.global_norm(grads)}
+        return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+    return jax.jit(step, donate_argnums=0)
+
+
+def epoch_batch_indices(
+    num_examples: int, batch_size: int, step: int, seed: int
+) -> np.ndarray:
+    """Example indices of the batch at ``step``: a fresh permutation per epoch, seeded by
+    ``(seed, epoch)``; the ragged tail of each epoch is dropped so shapes never change."""
+    if batch_size > num_examples:
+        raise ValueError(f"batch_size={batch_size} exceeds the {num_examples} examples")
+    per_epoch = num_examples // batch_size
+    epoch, position = divmod(int(step), per_epoch)
+    order = np.random.default_rng([seed, epoch]).permutation(num_examples)
+    return order[position * batch_size : (position + 1) * batch_size]
+
+
+class Checkpointer:
+    """Saves ``TrainState`` every ``every`` steps under ``directory``, keeps the last few."""
+
+    def __init__(self, directory: str | Path, *, every: int, max_to_keep: int = 2):
+        self.every = every
+        self.manager = ocp.CheckpointManager(
+            Path(directory).resolve(),
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=max_to_keep, save_interval_steps=every, create=True
+            ),
+        )
+
+    def restore_or(self, state: TrainState) -> TrainState:
+        """The latest saved state (same structure as ``state``), or ``state`` if none."""
+        latest = self.manager.latest_step()
+        if latest is None:
+            return state
+        return self.manager.restore(latest, args=ocp.args.StandardRestore(state))
+
+    def save(self, step: int, state: TrainState, *, force: bool = False) -> None:
+        """Save ``state`` (whose step counter is ``step``) if ``step`` is due, or ``force``."""
+        if force or step % self.every == 0:
+            self.manager.save(step, args=ocp.args.StandardSave(state), force=force)
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+
+def fit(
+    state: TrainState,
+    train_step: Callable,
+    batch_at: Callable[[int], Batch],
+    *,
+    num_steps: int,
+    base_key: Array,
+    log: Callable[[dict], None] | None = None,
+    log_every: int = 50,
+    evaluate: Callable[[TrainState], dict] | None = None,
+    eval_every: int = 0,
+    checkpointer: Checkpointer | None = None,
+    tokens_in: Callable[[Batch], int] | None = None,
+    progress: bool = True,
+    description: str = "train",
+) -> tuple[TrainState, list[dict]]:
+    """Run ``train_step`` until ``state.step == num_steps``, resuming from ``checkpointer``.
+
+    Args:
+      batch_at: the batch of a given step (a pure function of the step; see module doc).
+      log: called with every metrics record (e.g. a JSON-lines writer).
+      evaluate: ``evaluate(state) -> dict`` run every ``eval_every`` steps and at the end.
+      tokens_in: counts the tokens of a batch, for the tokens/s throughput.
+
+    Returns:
+      ``(state, records)``, the records of this call (not of an earlier, resumed run).
+    """
+    if checkpointer is not None:
+        state = checkpointer.restore_or(state)
+    start = int(state.step)
+    records: list[dict] = []
+    sums: dict[str, float] = {}
+    tokens, tic, since = 0, time.perf_counter(), start
+
+    def emit(record: dict) -> None:
+        records.append(record)
+        if log is not None:
+            log(record)
+
+    bar = tqdm(total=num_steps, initial=start, desc=description, disable=not progress)
+    pending = None
+    for step in range(start, num_steps):
+        batch = batch_at(step)
+        state, metrics = train_step(state, batch, base_key)
+        if tokens_in is not None:
+            tokens += tokens_in(batch)
+        # Fetching metrics syncs with the device: accumulate on device, read once per log.
+        pending = metrics if pending is None else jax.tree.map(jnp.add, pending, metrics)
+        done = step + 1
+        if done % log_every == 0 or done == num_steps:
+            sums = {k: float(v) for k, v in jax.device_get(pending).items()}
+            elapsed = time.perf_counter() - tic
+            steps = done - since
+            record = {"step": done, "split": "train", "seconds": elapsed,
+                      "steps_per_second": steps / elapsed}
+            if "loss_sum" in sums and sums.get("weight_sum"):
+                record["loss"] = sums["loss_sum"] / sums["weight_sum"]
+            if "correct_sum" in sums and sums.get("weight_sum"):
+                record["token_accuracy"] = sums["correct_sum"] / sums["weight_sum"]
+            record["grad_norm"] = sums["grad_norm"] / steps
+            if tokens_in is not None:
+                record["tokens_per_second"] = tokens / elapsed
+            emit(record)
+            postfix = {"loss": f"{record.get('loss', sums['loss'] / steps):.4f}"}
+            if tokens_in is not None:
+                postfix["tok/s"] = f"{record['tokens_per_second']:.0f}"
+            bar.set_postfix(postfix)
+            pending, tokens, tic, since = None, 0, time.perf_counter(), done
+        if evaluate is not None and eval_every and done % eval_every == 0 and done != num_steps:
+            emit({"step": done, "split": "eval", **evaluate(state)})
+        if checkpointer is not None:
+            checkpointer.save(done, state, force=done == num_steps)
+        bar.update(1)
+    bar.close()
+    if evaluate is not None and start < num_steps:
+        emit({"step": num_steps, "split": "eval", **evaluate(state)})
+    if checkpointer is not None:
+        checkpointer.close()
+    return state, records
+
+
+def batches_of(arrays: dict[str, np.ndarray], batch_size: int) -> Iterable[Batch]:
+    """Consecutive (unshuffled) batches, the last one possibly smaller: for evaluation."""
+    n = len(next(iter(arrays.values())))
+    for start in range(0, n, batch_size):
+        yield {k: v[start : start + batch_size] for k, v in arrays.items()}
