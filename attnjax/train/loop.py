@@ -57,7 +57,7 @@ def make_train_step(
         )
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = {**sums, "loss": loss, "grad_norm": optax.global_norm(grads)}
+        metrics = {**sums, "loss": loss, "grad_norm": optax.tree.norm(grads)}
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
     return jax.jit(step, donate_argnums=0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jax.numpy as jnp
 import optax
 
 SCHEDULES = ("cosine", "inverse_sqrt", "constant")
@@ -19,7 +20,10 @@ def learning_rate_schedule(
     if schedule == "cosine":
         after = optax.cosine_decay_schedule(learning_rate, max(total_steps - warmup_steps, 1))
     elif schedule == "inverse_sqrt":
-        after = lambda step: learning_rate * (warmup_steps / (step + warmup_steps)) ** 0.5
+        # join_schedules evaluates every piece at (step - boundary), negative during warmup.
+        after = lambda step: learning_rate * jnp.sqrt(
+            warmup_steps / jnp.maximum(step + warmup_steps, warmup_steps)
+        )
     else:
         after = optax.constant_schedule(learning_rate)
     return optax.join_schedules([warmup, after], [warmup_steps])
