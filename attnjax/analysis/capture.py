@@ -1,0 +1,48 @@
+"""Capture attention weights from any attnjax model without editing it.
+
+Every attention module sows its weights into the ``'intermediates'`` collection; this runs
+the model with that collection mutable and returns the weights keyed by module path.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import flax.linen as nn
+import jax
+import numpy as np
+
+
+def capture_attention(
+    model: nn.Module, variables: Any, *args, method=None, **kwargs
+) -> tuple[Any, dict[str, np.ndarray]]:
+    """Run ``model.apply(variables, *args, **kwargs)`` and collect every sown attention map.
+
+    Returns:
+      ``(output, maps)`` where ``maps`` maps a module path such as
+      ``"decoder/layer_0/cross_attention"`` to its ``[B, H, T, S]`` weights.
+    """
+    output, state = model.apply(
+        variables, *args, method=method, mutable=["intermediates"], **kwargs
+    )
+    maps: dict[str, np.ndarray] = {}
+    flat = jax.tree_util.tree_flatten_with_path(state.get("intermediates", {}))[0]
+    for path, leaf in flat:
+        names = [str(getattr(p, "key", getattr(p, "idx", p))) for p in path]
+        if "attention_weights" not in names:
+            continue
+        module_path = "/".join(names[: names.index("attention_weights")])
+        maps[module_path] = np.asarray(leaf)
+    return output, maps
+
+
+def stack_layers(maps: dict[str, np.ndarray], kind: str) -> np.ndarray:
+    """Stack the maps whose path contains ``kind`` (e.g. ``"cross_attention"``) in layer
+    order: ``[L, B, H, T, S]``."""
+    natural = lambda path: [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", path)]
+    paths = sorted((p for p in maps if kind in p.split("/")), key=natural)  # layer_10 > layer_9
+    selected = [maps[p] for p in paths]
+    if not selected:
+        raise ValueError(f"stack_layers: no attention map with {kind!r} in {sorted(maps)}")
+    return np.stack(selected)
