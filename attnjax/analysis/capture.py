@@ -21,19 +21,20 @@ def capture_attention(
 
     Returns:
       ``(output, maps)`` where ``maps`` maps a module path such as
-      ``"decoder/layer_0/cross_attention"`` to its ``[B, H, T, S]`` weights.
+      ``"decoder/layer_0/cross_attention"`` to its ``[B, H, T, S]`` weights (jax arrays, so
+      this works under ``jit``).
     """
     output, state = model.apply(
         variables, *args, method=method, mutable=["intermediates"], **kwargs
     )
-    maps: dict[str, np.ndarray] = {}
+    maps: dict[str, Any] = {}
     flat = jax.tree_util.tree_flatten_with_path(state.get("intermediates", {}))[0]
     for path, leaf in flat:
         names = [str(getattr(p, "key", getattr(p, "idx", p))) for p in path]
         if "attention_weights" not in names:
             continue
         module_path = "/".join(names[: names.index("attention_weights")])
-        maps[module_path] = np.asarray(leaf)
+        maps[module_path] = leaf
     return output, maps
 
 
@@ -42,7 +43,7 @@ def stack_layers(maps: dict[str, np.ndarray], kind: str) -> np.ndarray:
     order: ``[L, B, H, T, S]``."""
     natural = lambda path: [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", path)]
     paths = sorted((p for p in maps if kind in p.split("/")), key=natural)  # layer_10 > layer_9
-    selected = [maps[p] for p in paths]
+    selected = [np.asarray(maps[p]) for p in paths]
     if not selected:
         raise ValueError(f"stack_layers: no attention map with {kind!r} in {sorted(maps)}")
     return np.stack(selected)
