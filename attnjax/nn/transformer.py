@@ -43,6 +43,9 @@ class TransformerConfig:
       pad_id: padding token id, masked out of attention.
       activation: ``"relu"`` (the paper) or ``"gelu"``.
       decode: build modules for step-by-step decoding with a KV cache.
+      attention_cls: the attention module class; default ``MultiHeadAttention``. Anything
+        with its constructor and call signature fits: an ablation wrapper, or a peer
+        implementation to benchmark against (benchmarks/train_throughput.py).
     """
 
     vocab_size: int
@@ -65,6 +68,7 @@ class TransformerConfig:
     rope_base: float = 10_000.0
     decode: bool = False
     dtype: Any = jnp.float32
+    attention_cls: Any = None
 
     def __post_init__(self):
         if self.position not in POSITIONS:
@@ -155,8 +159,8 @@ class _Residual(nn.Module):
         return x + h if cfg.pre_ln else norm(x + h)
 
 
-def _attention(cfg: TransformerConfig, name: str, *, self_attention: bool) -> MultiHeadAttention:
-    return MultiHeadAttention(
+def _attention(cfg: TransformerConfig, name: str, *, self_attention: bool) -> nn.Module:
+    return (cfg.attention_cls or MultiHeadAttention)(
         num_heads=cfg.num_heads,
         num_kv_heads=cfg.num_kv_heads,
         dropout_rate=cfg.attention_dropout_rate,
