@@ -1,0 +1,54 @@
+"""Tasks, vocabularies and batching, in pure Python + NumPy (no JAX needed).
+
+* ``vocab``: ``Vocab`` (``<pad>``=0, ``<bos>``=1, ``<eos>``=2, ``<unk>``=3) and
+  ``encode_pairs`` -> padded int32 ``source``/``target_in``/``target_out``.
+* ``batching``: ``batches`` (fixed shapes) and ``bucket_by_length`` (less padding).
+* ``scan``: SCAN (Lake & Baroni 2018) loader, grammar, generator and rule-based splits.
+* ``toy_translation``: English -> French-like pairs with gold word alignments.
+"""
+
+from attnjax.data import scan, toy_translation
+from attnjax.data.batching import batches, bucket_by_length, row_lengths, trim_padding
+from attnjax.data.toy_translation import (
+    Example,
+    ToyTranslation,
+    gold_alignment_matrix,
+    train_test_split,
+)
+from attnjax.data.vocab import (
+    BOS,
+    BOS_ID,
+    EOS,
+    EOS_ID,
+    PAD,
+    PAD_ID,
+    SPECIAL_TOKENS,
+    UNK,
+    UNK_ID,
+    Vocab,
+    encode_pairs,
+)
+
+__all__ = [
+    "BOS",
+    "BOS_ID",
+    "EOS",
+    "EOS_ID",
+    "PAD",
+    "PAD_ID",
+    "SPECIAL_TOKENS",
+    "UNK",
+    "UNK_ID",
+    "Example",
+    "ToyTranslation",
+    "Vocab",
+    "batches",
+    "bucket_by_length",
+    "encode_pairs",
+    "gold_alignment_matrix",
+    "row_lengths",
+    "scan",
+    "toy_translation",
+    "train_test_split",
+    "trim_padding",
+]
