@@ -42,14 +42,14 @@ def load_task(config: ml_collections.ConfigDict) -> dict:
     elif config.task == "toy":
         t = config.toy
         sampler = ToyTranslation(
-            config.seed, max_adjectives=t.max_adjectives,
-            relative_clause_prob=t.relative_clause_prob, plural_prob=t.plural_prob,
+            config.seed,
+            max_adjectives=t.max_adjectives,
+            relative_clause_prob=t.relative_clause_prob,
+            plural_prob=t.plural_prob,
             negation_prob=t.negation_prob,
         )
         unique = list({e.source: e for e in sampler.sample(t.num_sentences)}.values())
-        train_examples, test_examples = train_test_split(
-            unique, t.test_fraction, seed=config.seed
-        )
+        train_examples, test_examples = train_test_split(unique, t.test_fraction, seed=config.seed)
         train_pairs = [(e.source, e.target) for e in train_examples]
         test_pairs = [(e.source, e.target) for e in test_examples]
         golds = [e.alignment for e in test_examples]
@@ -66,22 +66,35 @@ def load_task(config: ml_collections.ConfigDict) -> dict:
         pairs, source_vocab, target_vocab, longest_source, longest_target
     )
     return {
-        "train": encode(train_pairs), "test": encode(test_pairs), "test_pairs": test_pairs,
-        "golds": golds, "source_vocab": source_vocab, "target_vocab": target_vocab,
-        "num_train": len(train_pairs), "num_test": len(test_pairs),
+        "train": encode(train_pairs),
+        "test": encode(test_pairs),
+        "test_pairs": test_pairs,
+        "golds": golds,
+        "source_vocab": source_vocab,
+        "target_vocab": target_vocab,
+        "num_train": len(train_pairs),
+        "num_test": len(test_pairs),
     }
 
 
-def build_model(name: str, config: ml_collections.ConfigDict, source_vocab: int,
-                target_vocab: int):
+def build_model(name: str, config: ml_collections.ConfigDict, source_vocab: int, target_vocab: int):
     """``transformer`` or ``{gru,lstm,simple}[_attention]`` seq2seq models."""
     if name == "transformer":
         t = config.transformer
-        return nn.EncoderDecoder(nn.TransformerConfig(
-            vocab_size=source_vocab, target_vocab_size=target_vocab, model_dim=t.model_dim,
-            num_heads=t.num_heads, num_layers=t.num_layers, mlp_dim=t.mlp_dim,
-            dropout_rate=t.dropout_rate, position=t.position, pre_ln=t.pre_ln, max_len=512,
-        ))
+        return nn.EncoderDecoder(
+            nn.TransformerConfig(
+                vocab_size=source_vocab,
+                target_vocab_size=target_vocab,
+                model_dim=t.model_dim,
+                num_heads=t.num_heads,
+                num_layers=t.num_layers,
+                mlp_dim=t.mlp_dim,
+                dropout_rate=t.dropout_rate,
+                position=t.position,
+                pre_ln=t.pre_ln,
+                max_len=512,
+            )
+        )
     cell, _, attention = name.partition("_")
     if cell not in ("gru", "lstm", "simple") or attention not in ("", "attention"):
         raise ValueError(
@@ -89,11 +102,18 @@ def build_model(name: str, config: ml_collections.ConfigDict, source_vocab: int,
             "optional '_attention' suffix"
         )
     r = config.rnn
-    return nn.RNNSeq2Seq(nn.RNNConfig(
-        vocab_size=source_vocab, target_vocab_size=target_vocab, embed_dim=r.embed_dim,
-        hidden_dim=r.hidden_dim, cell=cell, attention="additive" if attention else None,
-        bidirectional_encoder=r.bidirectional_encoder, dropout_rate=r.dropout_rate,
-    ))
+    return nn.RNNSeq2Seq(
+        nn.RNNConfig(
+            vocab_size=source_vocab,
+            target_vocab_size=target_vocab,
+            embed_dim=r.embed_dim,
+            hidden_dim=r.hidden_dim,
+            cell=cell,
+            attention="additive" if attention else None,
+            bidirectional_encoder=r.bidirectional_encoder,
+            dropout_rate=r.dropout_rate,
+        )
+    )
 
 
 def train_one(name, model, data, config, run_dir):
@@ -103,30 +123,42 @@ def train_one(name, model, data, config, run_dir):
     arrays = data["train"]
     n = len(arrays["source"])
     batch_size = min(tc.batch_size, n)
-    params = model.init(
-        jax.random.key(config.seed), arrays["source"][:2], arrays["target_in"][:2]
-    )["params"]
+    params = model.init(jax.random.key(config.seed), arrays["source"][:2], arrays["target_in"][:2])[
+        "params"
+    ]
     optimizer = train.make_optimizer(
-        tc.learning_rate, warmup_steps=tc.warmup_steps, total_steps=tc.num_steps,
-        schedule=tc.schedule, weight_decay=tc.weight_decay, clip_norm=tc.clip_norm,
+        tc.learning_rate,
+        warmup_steps=tc.warmup_steps,
+        total_steps=tc.num_steps,
+        schedule=tc.schedule,
+        weight_decay=tc.weight_decay,
+        clip_norm=tc.clip_norm,
     )
     state = train.TrainState.create(params, optimizer)
     step = train.make_train_step(
         train.seq2seq_loss_fn(model, label_smoothing=tc.label_smoothing), optimizer
     )
 
-    def batch_at(s):
-        index = train.epoch_batch_indices(n, batch_size, s, config.seed)
-        return {k: v[index] for k, v in arrays.items()}
+    batch_at = train.make_batch_fn(
+        arrays, batch_size, config.seed,
+        bucket_by="target_out" if tc.bucket_multiple else None,
+        pad_to_multiple=tc.bucket_multiple or 1,
+    )
 
-    checkpointer = train.Checkpointer(run_dir.path / "checkpoints" / name,
-                                      every=tc.checkpoint_every)
+    checkpointer = train.Checkpointer(
+        run_dir.path / "checkpoints" / name, every=tc.checkpoint_every
+    )
     tic = time.perf_counter()
     state, records = train.fit(
-        state, step, batch_at, num_steps=tc.num_steps,
+        state,
+        step,
+        batch_at,
+        num_steps=tc.num_steps,
         base_key=jax.random.fold_in(jax.random.key(config.seed), 1),
-        log=lambda r: run_dir.log({"model": name, **r}), log_every=tc.log_every,
-        checkpointer=checkpointer, tokens_in=lambda b: int((b["target_out"] != 0).sum()),
+        log=lambda r: run_dir.log({"model": name, **r}),
+        log_every=tc.log_every,
+        checkpointer=checkpointer,
+        tokens_in=lambda b: int((b["target_out"] != 0).sum()),
         description=name,
     )
     seconds = time.perf_counter() - tic
@@ -144,12 +176,14 @@ def train_one(name, model, data, config, run_dir):
 def cross_attention_maps(model, params, arrays, batch_size):
     """``[L, N, H, T, S]`` teacher-forced cross-attention of the test set (row t is the
     step that predicts target word t)."""
-    forward = jax.jit(lambda p, s, t: analysis.capture_attention(
-        model, {"params": p}, s, t)[1])
+    forward = jax.jit(lambda p, s, t: analysis.capture_attention(model, {"params": p}, s, t)[1])
     chunks = []
     for start in range(0, len(arrays["source"]), batch_size):
-        maps = forward(params, arrays["source"][start:start + batch_size],
-                       arrays["target_in"][start:start + batch_size])
+        maps = forward(
+            params,
+            arrays["source"][start : start + batch_size],
+            arrays["target_in"][start : start + batch_size],
+        )
         kind = "cross_attention" if isinstance(model, nn.EncoderDecoder) else None
         if kind is None:
             chunks.append(np.stack([np.asarray(w) for w in maps.values()]))
@@ -167,8 +201,12 @@ def score_alignment(model, params, data, config, run_dir, name):
     aers = analysis.head_aers(weights, golds, source_lengths, target_lengths)
     layer, head = np.unravel_index(np.argmin(aers), aers.shape)
     diagonal = analysis.corpus_aer(
-        [analysis.diagonal_links(s, t) for s, t in zip(source_lengths, target_lengths,
-                                                       strict=True)], golds)
+        [
+            analysis.diagonal_links(s, t)
+            for s, t in zip(source_lengths, target_lengths, strict=True)
+        ],
+        golds,
+    )
     # Heatmaps of the best head on the first few test sentences, gold links boxed.
     maps, golds_m, titles = [], [], []
     for i in range(min(config.eval.num_heatmaps, len(pairs))):
@@ -176,14 +214,17 @@ def score_alignment(model, params, data, config, run_dir, name):
         gold = np.zeros((len(target), len(source)), bool)
         for s, t in golds[i]:
             gold[t, s] = True
-        maps.append((weights[layer, i, head, :len(target), :len(source)], target, source))
+        maps.append((weights[layer, i, head, : len(target), : len(source)], target, source))
         golds_m.append(gold)
         titles.append(f"{name} layer {layer} head {head}")
     figure = run_dir.figure_path(f"cross_attention_{name}")
     viz.save_attention_grid(
-        figure, maps, titles=titles, golds=golds_m,
+        figure,
+        maps,
+        titles=titles,
+        golds=golds_m,
         suptitle=f"{name}: best cross-attention head (AER {aers[layer, head]:.3f}); "
-                 "red boxes = gold alignment",
+        "red boxes = gold alignment",
     )
     return {
         "aer_per_layer_head": aers.tolist(),
@@ -196,20 +237,33 @@ def score_alignment(model, params, data, config, run_dir, name):
 
 def run(config: ml_collections.ConfigDict, run_dir: experiment.RunDir) -> dict:
     data = load_task(config)
-    print(f"{config.task}: {data['num_train']} train / {data['num_test']} test pairs; "
-          f"vocab {len(data['source_vocab'])} -> {len(data['target_vocab'])}")
-    results = {"task": config.task, "num_train": data["num_train"], "num_test": data["num_test"],
-               "models": {}, "figures": []}
+    print(
+        f"{config.task}: {data['num_train']} train / {data['num_test']} test pairs; "
+        f"vocab {len(data['source_vocab'])} -> {len(data['target_vocab'])}"
+    )
+    results = {
+        "task": config.task,
+        "num_train": data["num_train"],
+        "num_test": data["num_test"],
+        "models": {},
+        "figures": [],
+    }
     for name in config.models:
         model = build_model(name, config, len(data["source_vocab"]), len(data["target_vocab"]))
         params, training = train_one(name, model, data, config, run_dir)
         tic = time.perf_counter()
         metrics, _ = train.evaluate_seq2seq(
-            model, params, data["test"], batch_size=config.eval.batch_size,
+            model,
+            params,
+            data["test"],
+            batch_size=config.eval.batch_size,
             beam_size=config.eval.beam_size,
         )
-        entry = {**training, **{f"test_{k}": v for k, v in metrics.items()},
-                 "eval_seconds": time.perf_counter() - tic}
+        entry = {
+            **training,
+            **{f"test_{k}": v for k, v in metrics.items()},
+            "eval_seconds": time.perf_counter() - tic,
+        }
         has_attention = name == "transformer" or name.endswith("_attention")
         if data["golds"] is not None and has_attention:
             entry["alignment"] = score_alignment(model, params, data, config, run_dir, name)
@@ -230,24 +284,34 @@ def verdict_of(results: dict, config: ml_collections.ConfigDict) -> dict:
             parts.append(f"Lake & Baroni 2018 best RNN: {published:.1%}")
     aligned = {n: m["alignment"] for n, m in models.items() if "alignment" in m}
     for name, a in aligned.items():
-        parts.append(f"{name} best-head AER {a['best_head']['aer']:.3f} vs diagonal "
-                     f"{a['diagonal_aer']:.3f}")
+        parts.append(
+            f"{name} best-head AER {a['best_head']['aer']:.3f} vs diagonal {a['diagonal_aer']:.3f}"
+        )
     measured = "; ".join(parts)
     if not aligned:
         ok = [m["test_exact_match"] >= config.eval.min_exact_match for m in models.values()]
-        verdict = ("claim holds" if all(ok) else "mixed" if any(ok) else "claim does not hold")
-        return {"claim": CLAIM, "measured": measured,
-                "verdict": f"{verdict}: translation accuracy only (no gold alignment on "
-                           f"{config.task}); bar {config.eval.min_exact_match:.0%}"}
+        verdict = "claim holds" if all(ok) else "mixed" if any(ok) else "claim does not hold"
+        return {
+            "claim": CLAIM,
+            "measured": measured,
+            "verdict": f"{verdict}: translation accuracy only (no gold alignment on "
+            f"{config.task}); bar {config.eval.min_exact_match:.0%}",
+        }
     transformer = aligned.get("transformer") or next(iter(aligned.values()))
     beats_diagonal = transformer["best_head"]["aer"] < transformer["diagonal_aer"]
     accurate = max(m["test_exact_match"] for m in models.values()) >= config.eval.min_exact_match
     if beats_diagonal and accurate:
         verdict = "claim holds: a cross-attention head aligns better than the diagonal"
     elif beats_diagonal or accurate:
-        verdict = ("mixed: " + ("alignment beats the diagonal" if beats_diagonal else
-                                "alignment does not beat the diagonal")
-                   + (" but accuracy is below the bar" if not accurate else ""))
+        verdict = (
+            "mixed: "
+            + (
+                "alignment beats the diagonal"
+                if beats_diagonal
+                else "alignment does not beat the diagonal"
+            )
+            + (" but accuracy is below the bar" if not accurate else "")
+        )
     else:
         verdict = "claim does not hold: neither accurate nor better aligned than the diagonal"
     return {"claim": CLAIM, "measured": measured, "verdict": verdict}

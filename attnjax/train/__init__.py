@@ -6,6 +6,7 @@ from attnjax.train.loop import (
     TrainState,
     epoch_batch_indices,
     fit,
+    make_batch_fn,
     make_train_step,
 )
 from attnjax.train.losses import cross_entropy, sequence_exact_match, token_accuracy
@@ -28,6 +29,7 @@ __all__ = [
     "fit",
     "greedy_decode",
     "learning_rate_schedule",
+    "make_batch_fn",
     "make_optimizer",
     "make_train_step",
     "seq2seq_loss_fn",

@@ -21,6 +21,8 @@ import optax
 import orbax.checkpoint as ocp
 from tqdm.auto import tqdm
 
+from attnjax.data.batching import bucket_by_length
+
 Array = jax.Array
 Batch = dict[str, np.ndarray]
 LossFn = Callable[[Any, Batch, Array], tuple[Array, dict[str, Array]]]
@@ -74,6 +76,43 @@ def epoch_batch_indices(
     epoch, position = divmod(int(step), per_epoch)
     order = np.random.default_rng([seed, epoch]).permutation(num_examples)
     return order[position * batch_size : (position + 1) * batch_size]
+
+
+def make_batch_fn(
+    arrays: dict[str, np.ndarray],
+    batch_size: int,
+    seed: int,
+    *,
+    bucket_by: str | None = None,
+    pad_to_multiple: int = 8,
+) -> Callable[[int], Batch]:
+    """``batch_at(step)``: the batch of any step, a pure function of ``(seed, step)``.
+
+    Args:
+      arrays: ``{name: [N, ...]}`` examples.
+      bucket_by: if set (e.g. ``"target_out"``), each epoch groups examples of similar
+        length in that array and trims padding columns to a multiple of ``pad_to_multiple``
+        (``attnjax.data.bucket_by_length``): less padding, a few more compilations.
+    """
+    n = len(next(iter(arrays.values())))
+    if bucket_by is None:
+        return lambda step: {
+            k: v[epoch_batch_indices(n, batch_size, step, seed)] for k, v in arrays.items()
+        }
+    per_epoch = n // batch_size
+    cache: dict[int, list[Batch]] = {}
+
+    def batch_at(step: int) -> Batch:
+        epoch, position = divmod(int(step), per_epoch)
+        if epoch not in cache:
+            cache.clear()  # one epoch in memory at a time
+            cache[epoch] = list(bucket_by_length(
+                arrays, batch_size, length_key=bucket_by, drop_remainder=True,
+                rng=np.random.default_rng([seed, epoch]), pad_to_multiple=pad_to_multiple,
+            ))
+        return cache[epoch][position]
+
+    return batch_at
 
 
 class Checkpointer:
