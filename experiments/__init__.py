@@ -1,0 +1,55 @@
+"""Experiments: one module per claim about attention, each measured and given a verdict.
+
+An experiment ``NAME`` is
+
+* ``experiments/NAME.py`` with ``run(config, run_dir) -> results`` (see ``attnjax.experiment``)
+  and a two-line ``__main__`` calling ``attnjax.experiment.main``;
+* ``configs/NAME.py`` with ``get_config(arg=None)``: the default is the full measurement the
+  tour runs, ``"smoke"`` a tiny variant that runs in seconds in tests;
+* an entry in ``REGISTRY`` below, which is what ``attnjax list``, ``attnjax run NAME`` and
+  ``python -m experiments.tour`` read.
+
+This package lives in the repository checkout, not in the installed ``attnjax`` wheel:
+the experiments are the measurements, the package is the library they measure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    """A registered experiment.
+
+    Attributes:
+      name: the experiment's name: ``experiments/<name>.py`` and ``configs/<name>.py``.
+      claim: the seed claim it tests, as the classic explanations of attention state it.
+      tour_variant: the config variant the tour runs.
+      smoke_variant: the config variant ``tour --smoke`` and the tests run.
+    """
+
+    name: str
+    claim: str
+    tour_variant: str = "tour"
+    smoke_variant: str = "smoke"
+
+    @property
+    def module(self) -> str:
+        return f"{__name__}.{self.name}"
+
+    @property
+    def config(self) -> str:
+        return f"configs/{self.name}.py"
+
+
+# Modules are imported only when run, so listing the experiments stays instant (no JAX).
+REGISTRY: dict[str, Experiment] = {
+    e.name: e
+    for e in (
+        Experiment(
+            name="sqrt_dk",
+            claim="without the 1/sqrt(d_k) scale the softmax saturates and the gradient vanishes",
+        ),
+    )
+}
