@@ -49,7 +49,7 @@ def get_config(arg=None):
     # Group examples of similar target length and trim padding to a multiple of this
     # (0 = fixed shapes). Less padding per step, one compilation per distinct width.
     c.train.bucket_multiple = 0
-    c.train.num_steps = 2_000
+    c.train.num_steps = 1_500
     c.train.learning_rate = 2e-3
     c.train.warmup_steps = 200
     c.train.schedule = "cosine"

@@ -51,5 +51,10 @@ REGISTRY: dict[str, Experiment] = {
             name="sqrt_dk",
             claim="without the 1/sqrt(d_k) scale the softmax saturates and the gradient vanishes",
         ),
+        Experiment(
+            name="translation",
+            claim="cross-attention learns the alignment: each output word looks back at the "
+            "input words it corresponds to",
+        ),
     )
 }

@@ -1,6 +1,7 @@
 """Flax linen modules: thin wrappers that own parameters and call ``attnjax.ops``."""
 
 from attnjax.nn.attention import MultiHeadAttention
+from attnjax.nn.recurrent import AdditiveAttention, RNNConfig, RNNDecoder, RNNEncoder, RNNSeq2Seq
 from attnjax.nn.transformer import (
     POSITIONS,
     Decoder,
@@ -15,6 +16,7 @@ from attnjax.nn.transformer import (
 )
 
 __all__ = [
+    "AdditiveAttention",
     "POSITIONS",
     "Decoder",
     "DecoderLayer",
@@ -25,5 +27,9 @@ __all__ = [
     "MlpBlock",
     "MultiHeadAttention",
     "PositionEmbedding",
+    "RNNConfig",
+    "RNNDecoder",
+    "RNNEncoder",
+    "RNNSeq2Seq",
     "TransformerConfig",
 ]
