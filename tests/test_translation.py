@@ -21,7 +21,7 @@ def smoke_run(tmp_path_factory):
 def test_smoke_run_writes_results_metrics_and_heatmaps(smoke_run):
     workdir, config, results = smoke_run
     assert set(results["models"]) == set(config.models)
-    for name, entry in results["models"].items():
+    for entry in results["models"].values():
         assert 0.0 <= entry["test_exact_match"] <= 1.0
         assert entry["test_num_examples"] == config.eval.max_examples
         assert entry["tokens_per_second"] > 0
