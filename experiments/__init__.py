@@ -56,5 +56,15 @@ REGISTRY: dict[str, Experiment] = {
             claim="cross-attention learns the alignment: each output word looks back at the "
             "input words it corresponds to",
         ),
+        Experiment(
+            name="coreference",
+            claim="attention lets a pronoun look straight back at its antecedent: in 'The trophy "
+            "didn't fit in the suitcase because it was too big', 'it' attends to 'trophy'",
+        ),
+        Experiment(
+            name="fading_memory",
+            claim="an RNN's information from early words fades, while attention connects any "
+            "two positions directly regardless of distance",
+        ),
     )
 }

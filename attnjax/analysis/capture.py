@@ -38,12 +38,17 @@ def capture_attention(
     return output, maps
 
 
+def layer_paths(maps: dict[str, Any], kind: str) -> list[str]:
+    """The paths of ``maps`` that contain ``kind`` (e.g. ``"self_attention"``), in layer
+    order (``layer_10`` after ``layer_9``)."""
+    natural = lambda path: [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", path)]
+    paths = sorted((p for p in maps if kind in p.split("/")), key=natural)
+    if not paths:
+        raise ValueError(f"no attention map with {kind!r} in {sorted(maps)}")
+    return paths
+
+
 def stack_layers(maps: dict[str, np.ndarray], kind: str) -> np.ndarray:
     """Stack the maps whose path contains ``kind`` (e.g. ``"cross_attention"``) in layer
     order: ``[L, B, H, T, S]``."""
-    natural = lambda path: [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", path)]
-    paths = sorted((p for p in maps if kind in p.split("/")), key=natural)  # layer_10 > layer_9
-    selected = [np.asarray(maps[p]) for p in paths]
-    if not selected:
-        raise ValueError(f"stack_layers: no attention map with {kind!r} in {sorted(maps)}")
-    return np.stack(selected)
+    return np.stack([np.asarray(maps[p]) for p in layer_paths(maps, kind)])

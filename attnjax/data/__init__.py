@@ -5,9 +5,11 @@
 * ``batching``: ``batches`` (fixed shapes) and ``bucket_by_length`` (less padding).
 * ``scan``: SCAN (Lake & Baroni 2018) loader, grammar, generator and rule-based splits.
 * ``toy_translation``: English -> French-like pairs with gold word alignments.
+* ``coreference``: Winograd-style pronoun resolution and subject-verb agreement with
+  controllable distance; ``recall``: a key at the start, reproduced at the end.
 """
 
-from attnjax.data import scan, toy_translation
+from attnjax.data import coreference, recall, scan, toy_translation
 from attnjax.data.batching import batches, bucket_by_length, row_lengths, trim_padding
 from attnjax.data.toy_translation import (
     Example,
@@ -44,9 +46,11 @@ __all__ = [
     "Vocab",
     "batches",
     "bucket_by_length",
+    "coreference",
     "encode_pairs",
     "gold_alignment_matrix",
     "row_lengths",
+    "recall",
     "scan",
     "toy_translation",
     "train_test_split",

@@ -1,6 +1,7 @@
 """Flax linen modules: thin wrappers that own parameters and call ``attnjax.ops``."""
 
 from attnjax.nn.attention import MultiHeadAttention
+from attnjax.nn.classifier import PositionClassifier, RecurrentStates
 from attnjax.nn.recurrent import AdditiveAttention, RNNConfig, RNNDecoder, RNNEncoder, RNNSeq2Seq
 from attnjax.nn.transformer import (
     POSITIONS,
@@ -26,10 +27,12 @@ __all__ = [
     "EncoderLayer",
     "MlpBlock",
     "MultiHeadAttention",
+    "PositionClassifier",
     "PositionEmbedding",
     "RNNConfig",
     "RNNDecoder",
     "RNNEncoder",
     "RNNSeq2Seq",
+    "RecurrentStates",
     "TransformerConfig",
 ]

@@ -1,5 +1,6 @@
 """Training: loop and checkpoints, losses, optimiser, decoding, seq2seq evaluation."""
 
+from attnjax.train.classify import classification_loss_fn, fit_classifier, predict
 from attnjax.train.decoding import beam_search, greedy_decode, tile_beams
 from attnjax.train.loop import (
     Checkpointer,
@@ -22,16 +23,19 @@ __all__ = [
     "Checkpointer",
     "TrainState",
     "beam_search",
+    "classification_loss_fn",
     "cross_entropy",
     "decode",
     "epoch_batch_indices",
     "evaluate_seq2seq",
     "fit",
+    "fit_classifier",
     "greedy_decode",
     "learning_rate_schedule",
     "make_batch_fn",
     "make_optimizer",
     "make_train_step",
+    "predict",
     "seq2seq_loss_fn",
     "sequence_exact_match",
     "tile_beams",

@@ -1,0 +1,83 @@
+"""Probes of where attention goes, and how far back gradients reach.
+
+* ``antecedent_probe``: for every layer and head, how often the pronoun's attention puts more
+  weight on the gold antecedent than on the other candidate.
+* ``input_gradient_norms``: ``|d output / d x_p|`` for every input position ``p``, the direct
+  measure of how much an early token can still move the output (the "fading memory" of
+  recurrence), through the models' ``'perturbations'`` hook.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+
+def antecedent_probe(
+    weights: np.ndarray, pronoun: np.ndarray, candidates: np.ndarray, label: np.ndarray
+) -> np.ndarray:
+    """Probe accuracy of every head.
+
+    Args:
+      weights: ``[L, N, H, T, S]`` self-attention weights (``analysis.stack_layers``).
+      pronoun: ``[N]`` query position of the pronoun.
+      candidates: ``[N, 2]`` key positions of the two candidates.
+      label: ``[N]`` which candidate is the antecedent.
+
+    Returns:
+      ``[L, H]``: the fraction of examples where the head's attention from the pronoun to the
+      gold candidate exceeds that to the other (ties count as half).
+    """
+    weights = np.asarray(weights)
+    if weights.ndim != 5:
+        raise ValueError(
+            f"antecedent_probe: `weights` must be [L, N, H, T, S], got {list(weights.shape)}"
+        )
+    n = weights.shape[1]
+    if pronoun.shape != (n,) or candidates.shape != (n, 2) or label.shape != (n,):
+        raise ValueError(
+            f"antecedent_probe: expected pronoun [{n}], candidates [{n}, 2], label [{n}], got "
+            f"{list(pronoun.shape)}, {list(candidates.shape)}, {list(label.shape)}"
+        )
+    rows = np.arange(n)
+    from_pronoun = weights[:, rows, :, pronoun, :]  # [N, L, H, S]: advanced indices go first
+    gold = from_pronoun[rows, :, :, candidates[rows, label]]
+    other = from_pronoun[rows, :, :, candidates[rows, 1 - label]]
+    score = (gold > other) + 0.5 * (gold == other)
+    return score.mean(axis=0)
+
+
+def input_gradient_norms(
+    model: nn.Module, variables: Any, tokens: jax.Array, position: jax.Array, label: jax.Array
+) -> jax.Array:
+    """``[N, L]`` norms of the gradient of the cross-entropy of ``label`` w.r.t. the input
+    embedding at every position (zero where the model has no path from that position).
+
+    ``model(tokens, position)`` must pass its embeddings through
+    ``self.perturb("embeddings", ...)`` (``attnjax.nn.Encoder`` and ``RNNEncoder`` do), and
+    ``variables`` must hold the ``'perturbations'`` collection ``init`` returned.
+    """
+    if "perturbations" not in variables:
+        raise ValueError(
+            "input_gradient_norms: `variables` needs the 'perturbations' collection of "
+            "model.init (the encoder must call self.perturb('embeddings', x))"
+        )
+    params = variables["params"]
+
+    def loss(perturbations, tokens, position, label):
+        logits = model.apply({"params": params, "perturbations": perturbations}, tokens, position)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, label).sum()
+
+    # One example per row of the batch: the loss is a sum over rows, so each row's gradient
+    # is that example's own.
+    perturbations = jax.tree.map(
+        lambda p: jnp.zeros(tokens.shape + p.shape[2:], p.dtype), variables["perturbations"]
+    )
+    grads = jax.grad(loss)(perturbations, tokens, position, label)
+    (leaf,) = jax.tree.leaves(grads)
+    return jnp.linalg.norm(leaf, axis=-1)
