@@ -32,3 +32,14 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def tour_smoke(tmp_path_factory):
+    """``runs/tour``-style folder of one ``tour --smoke`` run, shared by every test that
+    checks an experiment's smoke output (each experiment runs once per session)."""
+    from experiments import tour
+
+    workdir = tmp_path_factory.mktemp("tour")
+    status = tour.main(["--smoke", "--workdir", str(workdir)])
+    return workdir, status

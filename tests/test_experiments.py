@@ -309,8 +309,9 @@ def test_verdict_is_recomputed_from_the_stored_means(smoke_run):
 # --------------------------------------------------------------------------- tour and CLI
 
 
-def test_tour_smoke_writes_a_report_with_a_sqrt_dk_row(tmp_path):
-    assert tour.main(["--smoke", "--workdir", str(tmp_path)]) == 0
+def test_tour_smoke_writes_a_report_with_a_sqrt_dk_row(tour_smoke):
+    tmp_path, status = tour_smoke
+    assert status == 0, (tmp_path / "REPORT.md").read_text()
     report = (tmp_path / "REPORT.md").read_text()
     assert report.startswith("# attnjax tour")
     assert "## Environment" in report and f"| {jax.__version__} / " in report

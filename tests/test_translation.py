@@ -1,4 +1,4 @@
-"""experiments/translation.py end to end on its smoke config (seconds, not minutes)."""
+"""experiments/translation.py end to end on its smoke config, as the smoke tour ran it."""
 
 import json
 
@@ -9,13 +9,11 @@ from experiments import translation
 
 
 @pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("translation")
+def smoke_run(tour_smoke):
+    tour_dir, _ = tour_smoke
+    workdir = tour_dir / "translation"
     config = experiment.load_config("configs/translation.py:smoke")
-    results = experiment.run_experiment(
-        "translation", translation.run, config, experiment.RunDir.create("translation", workdir)
-    )
-    return workdir, config, results
+    return workdir, config, json.loads((workdir / "results.json").read_text())
 
 
 def test_smoke_run_writes_results_metrics_and_heatmaps(smoke_run):

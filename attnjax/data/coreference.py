@@ -72,8 +72,9 @@ POLES = {
 
 @dataclass(frozen=True)
 class Relation:
-    """One relation: surface templates with slots ``{a}``, ``{b}`` (and ``{pro}``) and which
-    candidate (0 = the first noun, 1 = the second) each property pole points to."""
+    """One relation: surface templates with slots ``{a}`` and ``{b}``, and which slot
+    (0 = ``{a}``, 1 = ``{b}``) each property pole points to. A template may put ``{b}``
+    first ("the {b} couldn't hold the {a}"): the example's label is in sentence order."""
 
     name: str
     templates: tuple[str, ...]  # the last one is held out for the test split
@@ -114,7 +115,7 @@ FAMILIES = (
                     "the {b} was unable to hold the {a}",
                     "the {b} did not have room for the {a}",
                 ),
-                {"big": 1, "small": 0},
+                {"big": 0, "small": 1},  # the {a} is too big, the {b} too small
             ),
         ),
     ),
@@ -254,7 +255,9 @@ class CorefExample:
 
 
 def _pair_is_held_out(family: str, a: str, b: str, fraction: float) -> bool:
-    if (a, b) in (("trophy", "suitcase"), ("arjun", "pizza")):
+    # Unordered: "the cat chased the fox" and "the fox chased the cat" are the same pair.
+    a, b = sorted((a, b))
+    if (a, b) in (("suitcase", "trophy"), ("arjun", "pizza")):
         return True
     # A stable hash, not Python's salted hash(): the split must not change between runs.
     return zlib.crc32(f"{family}|{a}|{b}".encode()) % 1000 < fraction * 1000
@@ -400,32 +403,34 @@ def _rindex(tokens: list[str], word: str) -> int:
 
 
 def parse_seed(text: str) -> CorefExample:
-    """A ``CorefExample`` for one of ``SEED_SENTENCES`` (or any sentence of the task's
-    shape): the pronoun is the word after "because", the candidates are the first two
-    lexicon nouns, and the label follows the task's rules."""
+    """A ``CorefExample`` for one of ``SEED_SENTENCES``, or any sentence of the task's shape
+    ("<clause of a template> [filler] because <pronoun> was [too] <property> ."): the label
+    follows the task's rules."""
     tokens = tokenize(text)
-    nouns = set(OBJECTS + CONTAINERS + MALE_NAMES + FEMALE_NAMES + ANIMALS + FOODS)
-    candidates = [i for i, t in enumerate(tokens) if t in nouns][:2]
-    if len(candidates) != 2 or "because" not in tokens:
-        raise ValueError(f"parse_seed: {text!r} needs two lexicon nouns and 'because'")
-    pronoun = tokens.index("because") + 1
-    prop = tokens[-2] if tokens[-1] == "." else tokens[-1]
+    if "because" not in tokens:
+        raise ValueError(f"parse_seed: {text!r} has no 'because'")
+    because = tokens.index("because")
+    pronoun, prop = because + 1, tokens[-2] if tokens[-1] == "." else tokens[-1]
     for family in FAMILIES:
         for relation in family.relations:
             for t, template in enumerate(relation.templates):
                 words = tokenize(template.format(a="\0", b="\0"))
-                if _matches(words, tokens[: candidates[1] + 1]):
-                    for pole, referent in relation.poles.items():
-                        if prop in POLES[pole] and not (
-                            family.name == "meal" and (tokens[pronoun] == "it") != referent
-                        ):
-                            a_first = template.index("{a}") < template.index("{b}")
-                            slot_of_first = 0 if a_first else 1
-                            return CorefExample(
-                                tuple(tokens), pronoun, (candidates[0], candidates[1]),
-                                0 if referent == slot_of_first else 1, family.name,
-                                relation.name, t, 0, pole,
-                            )
+                if len(words) > because or not _matches(words, tokens[: len(words)]):
+                    continue
+                slots = [i for i, w in enumerate(words) if w == "\0"]
+                if not {tokens[i] for i in slots} <= set(family.first + family.second):
+                    continue
+                for pole, referent in relation.poles.items():
+                    if prop not in POLES[pole]:
+                        continue
+                    if family.name == "meal" and (tokens[pronoun] == "it") != bool(referent):
+                        continue  # the pronoun's animacy names the referent there
+                    a_first = template.index("{a}") < template.index("{b}")
+                    return CorefExample(
+                        tuple(tokens), pronoun, (slots[0], slots[1]),
+                        referent if a_first else 1 - referent, family.name, relation.name,
+                        t, because - len(words), pole,
+                    )
     raise ValueError(f"parse_seed: {text!r} matches no template of the task")
 
 
