@@ -66,5 +66,10 @@ REGISTRY: dict[str, Experiment] = {
             claim="an RNN's information from early words fades, while attention connects any "
             "two positions directly regardless of distance",
         ),
+        Experiment(
+            name="parallelism",
+            claim="attention processes the whole sequence in one parallel sweep, where an RNN "
+            "needs one sequential step per token",
+        ),
     )
 }

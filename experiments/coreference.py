@@ -1,10 +1,14 @@
 """Coreference: where does "it" look in "The trophy didn't fit in the suitcase because it
 was too big"?
 
-Trains a small transformer encoder to pick the antecedent of the pronoun (a two-way
-classifier read at the pronoun) on Winograd-style sentences (``attnjax.data.coreference``),
-then tests it on held-out noun pairs and held-out templates at every filler distance, and
-probes every head: how often does the pronoun's attention put more weight on the gold
+Trains a small transformer encoder to pick the antecedent of the pronoun on Winograd-style
+sentences (``attnjax.data.coreference``): the pronoun's final state scores the two candidate
+*words* (logits over the vocabulary, read at the candidates' ids), so it must carry the
+antecedent's identity, not only "the first noun" or "the second". (A first version that
+classified "first or second candidate" reached 89-94% on held-out sentences while its
+pronoun attended to the verb and the property, not to either noun: that readout needs no
+antecedent.) Then tests it on held-out noun pairs and held-out templates at every filler
+distance, and probes every head: how often does the pronoun's attention put more weight on the gold
 antecedent than on the other candidate? Baselines: nearest candidate, first candidate,
 random. The seed sentences' attention from the pronoun is shown as terminal bars and a
 heatmap.
@@ -71,7 +75,9 @@ def transformer_classifier(config: ml_collections.ConfigDict, vocab_size: int, m
                 position=t.position, max_len=max_len,
             )
         ),
-        num_classes=2,
+        # Logits over the vocabulary, read at the candidates' token ids (data "choices"):
+        # the pronoun's state must say *which word* it refers to, not only where it stands.
+        num_classes=vocab_size,
     )
 
 
@@ -79,21 +85,17 @@ def pronoun_attention(model, params, arrays: dict, batch_size: int = 256) -> np.
     """``[L, N, H, S]`` self-attention of every layer and head from the pronoun."""
 
     @jax.jit
-    def rows(tokens, pronoun):
-        _, maps = analysis.capture_attention(model, {"params": params}, tokens, pronoun)
+    def rows(batch):
+        _, maps = analysis.capture_attention(
+            model, {"params": params}, batch["tokens"], batch["pronoun"]
+        )
         weights = jnp.stack([maps[k] for k in analysis.layer_paths(maps, "self_attention")])
-        index = pronoun[None, :, None, None, None]
-        return jnp.take_along_axis(weights, index, axis=3)[:, :, :, 0]
+        index = batch["pronoun"][None, :, None, None, None]
+        rows = jnp.take_along_axis(weights, index, axis=3)[:, :, :, 0]  # [L, B, H, S]
+        return jnp.moveaxis(rows, 1, 0)
 
-    n = len(arrays["tokens"])
-    out = []
-    for start in range(0, n, batch_size):
-        stop = min(start + batch_size, n)
-        pad = batch_size - (stop - start) if n > batch_size else 0
-        tokens = np.pad(arrays["tokens"][start:stop], ((0, pad), (0, 0)))
-        pronoun = np.pad(arrays["pronoun"][start:stop], (0, pad))
-        out.append(np.asarray(rows(tokens, pronoun))[:, : stop - start])
-    return np.concatenate(out, axis=1)
+    arrays = {"tokens": arrays["tokens"], "pronoun": arrays["pronoun"]}
+    return np.moveaxis(train.map_in_batches(rows, arrays, batch_size), 0, 1)
 
 
 def probe(weights: np.ndarray, arrays: dict) -> np.ndarray:

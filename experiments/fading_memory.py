@@ -13,7 +13,9 @@ classifier head (``attnjax.nn.PositionClassifier``):
    the longest recall task (``attnjax.analysis.input_gradient_norms``).
 
 Recurrent baselines are tuned: each trains at every learning rate of ``rnn_learning_rates``
-and the rate with the best validation accuracy (a fresh draw, not the test set) is reported.
+and the rate with the best validation accuracy (a fresh draw, not the test set) is kept: per
+coreference run, and for recall at ``recall.tune_length`` (then reused at every length). Each
+RNN's hidden width matches the transformer's parameter count.
 
     python -m experiments.fading_memory [--config configs/fading_memory.py[:full|smoke]]
 """
@@ -86,11 +88,13 @@ def matched_models(config, vocab_size: int, max_len: int, num_classes: int) -> d
     return models
 
 
-def train_tuned(name, model, arrays, validation, config, run_dir, tag) -> tuple:
-    """Train at each learning rate (RNNs) or the transformer's one; keep the best by
-    validation accuracy. Returns ``(params, info)``."""
+def train_tuned(name, model, arrays, validation, config, run_dir, tag, rates=None) -> tuple:
+    """Train at each learning rate of ``rates`` (default: the RNN sweep, or the
+    transformer's one rate); keep the best by validation accuracy. Returns
+    ``(params, info)``."""
     tc = config.train
-    rates = (tc.learning_rate,) if name == "transformer" else tuple(tc.rnn_learning_rates)
+    if rates is None:
+        rates = (tc.learning_rate,) if name == "transformer" else tuple(tc.rnn_learning_rates)
     best = None
     for rate in rates:
         params, info = train.fit_classifier(
@@ -117,7 +121,9 @@ def accuracy_of(model, params, arrays) -> float:
 def coreference_curves(config, run_dir) -> dict:
     """Antecedent accuracy vs filler distance for every model."""
     data = coreference_experiment.make_data(config.coreference)
-    models = matched_models(config, len(data["vocab"]), data["length"], 2)
+    # Scored by identity over the vocabulary, as in experiments/coreference.py: a left-to-right
+    # RNN must carry both nouns (and which is which) through the filler to the end.
+    models = matched_models(config, len(data["vocab"]), data["length"], len(data["vocab"]))
     out = {}
     for name, model in models.items():
         params, info = train_tuned(
@@ -144,15 +150,20 @@ def recall_curves(config, run_dir) -> tuple[dict, dict]:
     models = matched_models(config, vocab, longest, r.num_keys)
     curves = {name: {} for name in models}
     gradients = {}
-    for length in r.lengths:
+    # The RNNs' learning rate is tuned at one length (on validation draws) and kept for the
+    # others: a sweep at every length would cost the sweep's size times more.
+    rates = {}
+    for length in sorted(r.lengths, key=lambda n: n != r.tune_length):
         train_set, validation, test = (
             batch(0, r.num_train, length), batch(1, r.num_test, length),
             batch(2, r.num_test, length),
         )
         for name, model in models.items():
             params, info = train_tuned(
-                name, model, train_set, validation, config, run_dir, f"recall{length}"
+                name, model, train_set, validation, config, run_dir, f"recall{length}",
+                rates=rates.get(name),
             )
+            rates.setdefault(name, (info["learning_rate"],))
             curves[name][length] = {**info, "test_accuracy": accuracy_of(model, params, test)}
             if length == longest:
                 probe = {k: test[k][: r.num_gradient_examples] for k in test}
@@ -164,6 +175,7 @@ def recall_curves(config, run_dir) -> tuple[dict, dict]:
                     "init": gradient_by_distance(model, initial, probe),
                     "trained": gradient_by_distance(model, trained, probe),
                 }
+    curves = {name: dict(sorted(c.items())) for name, c in curves.items()}
     return curves, gradients
 
 

@@ -130,6 +130,9 @@ def test_encode_pads_right_and_records_positions():
         assert (arrays["tokens"][i, len(e.tokens) :] == PAD_ID).all()
         assert arrays["last"][i] == len(e.tokens) - 1
         assert arrays["pronoun"][i] == e.pronoun
+        assert list(arrays["choices"][i]) == TASK.vocabulary().encode(
+            [e.tokens[c] for c in e.candidates]
+        )
 
 
 def test_agreement_attractors_have_the_other_number():
@@ -180,6 +183,19 @@ def test_position_classifier_reads_the_requested_position_and_checks_it():
     assert not np.allclose(at([0, 1, 2])[1], at([0, 2, 2])[1])
     with pytest.raises(ValueError, match=r"`position` must be int \[B=3\]"):
         at([[0], [1], [2]])
+
+
+def test_choices_restrict_the_logits_to_the_given_classes():
+    model = tiny_transformer_classifier(classes=30)
+    tokens = jnp.asarray(np.random.default_rng(3).integers(4, 30, (2, 6)), jnp.int32)
+    position = jnp.array([5, 2], jnp.int32)
+    params = model.init(jax.random.key(0), tokens, position)["params"]
+    full = model.apply({"params": params}, tokens, position)
+    choices = tokens[:, :2]  # e.g. the candidates' token ids
+    picked = model.apply({"params": params}, tokens, position, choices)
+    np.testing.assert_array_equal(picked, np.take_along_axis(np.asarray(full), choices, 1))
+    with pytest.raises(ValueError, match=r"`choices` must be \[B=2, K\]"):
+        model.apply({"params": params}, tokens, position, choices[0])
 
 
 @pytest.mark.parametrize("cell", ["simple", "lstm"])
@@ -313,3 +329,16 @@ def test_fading_memory_smoke_measures_every_model_on_every_task(tour_smoke):
     counts = results["num_params"]  # matched within a few percent
     assert abs(counts["lstm"] - counts["transformer"]) / counts["transformer"] < 0.05
     assert (workdir / "fading_memory.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_parallelism_smoke_times_both_layers_at_every_length(tour_smoke):
+    workdir, results = _results(tour_smoke, "parallelism")
+    assert [r["length"] for r in results["rows"]] == [8, 32]
+    for row in results["rows"]:
+        assert row["rnn"]["sequential_steps"] == row["length"]
+        assert row["attention"]["sequential_steps"] == 1
+        assert row["rnn"]["seconds"] > 0 and row["attention"]["seconds"] > 0
+        ratio = row["attention"]["seconds"] / row["rnn"]["seconds"]
+        assert ratio == pytest.approx(row["attention_over_rnn"])
+    assert set(results["fitted_exponent"]) == {"rnn", "attention"}
+    assert (workdir / "parallelism.png").read_bytes()[:4] == b"\x89PNG"

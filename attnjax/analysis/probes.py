@@ -53,14 +53,16 @@ def antecedent_probe(
 
 
 def input_gradient_norms(
-    model: nn.Module, variables: Any, tokens: jax.Array, position: jax.Array, label: jax.Array
+    model: nn.Module, variables: Any, tokens: jax.Array, position: jax.Array, label: jax.Array,
+    *extra: jax.Array,
 ) -> jax.Array:
     """``[N, L]`` norms of the gradient of the cross-entropy of ``label`` w.r.t. the input
     embedding at every position (zero where the model has no path from that position).
 
     ``model(tokens, position)`` must pass its embeddings through
     ``self.perturb("embeddings", ...)`` (``attnjax.nn.Encoder`` and ``RNNEncoder`` do), and
-    ``variables`` must hold the ``'perturbations'`` collection ``init`` returned.
+    ``variables`` must hold the ``'perturbations'`` collection ``init`` returned. ``extra``
+    inputs (e.g. a classifier's ``choices``) follow ``position`` in the call.
     """
     if "perturbations" not in variables:
         raise ValueError(
@@ -70,7 +72,9 @@ def input_gradient_norms(
     params = variables["params"]
 
     def loss(perturbations, tokens, position, label):
-        logits = model.apply({"params": params, "perturbations": perturbations}, tokens, position)
+        logits = model.apply(
+            {"params": params, "perturbations": perturbations}, tokens, position, *extra
+        )
         return optax.softmax_cross_entropy_with_integer_labels(logits, label).sum()
 
     # One example per row of the batch: the loss is a sum over rows, so each row's gradient

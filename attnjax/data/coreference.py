@@ -442,8 +442,8 @@ def _matches(pattern: list[str], tokens: list[str]) -> bool:
 
 def encode(examples: Sequence[CorefExample], vocab: Vocab, length: int | None = None) -> dict:
     """Padded int32 arrays: ``tokens [N, L]`` (``PAD_ID`` right padding), ``pronoun [N]``,
-    ``candidates [N, 2]``, ``label [N]``, ``last [N]`` (index of the last real token),
-    ``filler_tokens [N]``."""
+    ``candidates [N, 2]`` (positions), ``choices [N, 2]`` (their token ids), ``label [N]``,
+    ``last [N]`` (index of the last real token), ``filler_tokens [N]``."""
     longest = max(len(e.tokens) for e in examples)
     length = length or longest
     if length < longest:
@@ -457,6 +457,8 @@ def encode(examples: Sequence[CorefExample], vocab: Vocab, length: int | None = 
         "tokens": tokens,
         "pronoun": np.array([e.pronoun for e in examples], np.int32),
         "candidates": np.array([e.candidates for e in examples], np.int32),
+        # The candidates' token ids: a classifier over the vocabulary picks among them.
+        "choices": np.take_along_axis(tokens, np.array([e.candidates for e in examples]), 1),
         "label": np.array([e.label for e in examples], np.int32),
         "last": np.array([len(e.tokens) - 1 for e in examples], np.int32),
         "filler_tokens": np.array([e.filler_tokens for e in examples], np.int32),

@@ -46,8 +46,21 @@ class PositionClassifier(nn.Module):
     hidden_dim: int | None = None
 
     @nn.compact
-    def __call__(self, tokens: Array, position: Array, *, deterministic: bool = True) -> Array:
-        """tokens: ``[B, L]`` ids; position: ``[B]`` int index to read. Returns ``[B, C]``."""
+    def __call__(self, tokens: Array, position: Array, choices: Array | None = None, *,
+                 deterministic: bool = True) -> Array:
+        """Classify the state at ``position``.
+
+        Args:
+          tokens: ``[B, L]`` ids.
+          position: ``[B]`` int index to read.
+          choices: optional ``[B, K]`` class ids: only their logits are returned, so the
+            label is an index into ``choices``. With ``num_classes`` = the vocabulary size
+            and ``choices`` = the candidates' token ids this picks an antecedent *by its
+            identity*: the state read must carry which word it refers to, not only where.
+
+        Returns:
+          ``[B, C]`` logits, or ``[B, K]`` with ``choices``.
+        """
         if position.shape != tokens.shape[:1] or not jnp.issubdtype(position.dtype, jnp.integer):
             raise ValueError(
                 f"PositionClassifier: `position` must be int [B={tokens.shape[0]}], got shape "
@@ -56,4 +69,12 @@ class PositionClassifier(nn.Module):
         states = self.encoder(tokens, deterministic=deterministic)
         x = jnp.take_along_axis(states, position[:, None, None], axis=1)[:, 0]
         x = nn.gelu(nn.Dense(self.hidden_dim or states.shape[-1], name="hidden")(x))
-        return nn.Dense(self.num_classes, name="logits")(x)
+        logits = nn.Dense(self.num_classes, name="logits")(x)
+        if choices is None:
+            return logits
+        if choices.ndim != 2 or choices.shape[0] != tokens.shape[0]:
+            raise ValueError(
+                f"PositionClassifier: `choices` must be [B={tokens.shape[0]}, K], got "
+                f"{list(choices.shape)}"
+            )
+        return jnp.take_along_axis(logits, choices, axis=1)

@@ -1,6 +1,11 @@
 """Training: loop and checkpoints, losses, optimiser, decoding, seq2seq evaluation."""
 
-from attnjax.train.classify import classification_loss_fn, fit_classifier, predict
+from attnjax.train.classify import (
+    classification_loss_fn,
+    fit_classifier,
+    map_in_batches,
+    predict,
+)
 from attnjax.train.decoding import beam_search, greedy_decode, tile_beams
 from attnjax.train.loop import (
     Checkpointer,
@@ -35,6 +40,7 @@ __all__ = [
     "make_batch_fn",
     "make_optimizer",
     "make_train_step",
+    "map_in_batches",
     "predict",
     "seq2seq_loss_fn",
     "sequence_exact_match",

@@ -27,16 +27,23 @@ from attnjax.train.optim import make_optimizer
 Batch = dict[str, np.ndarray]
 
 
+def model_inputs(batch: Batch, position_key: str) -> tuple:
+    """``(tokens, positions[, choices])``: the classifier's arguments from a batch."""
+    inputs = (batch["tokens"], batch[position_key])
+    return inputs + (batch["choices"],) if "choices" in batch else inputs
+
+
 def classification_loss_fn(model: nn.Module, position_key: str):
     """``loss_fn(params, batch, dropout_key) -> (mean cross-entropy, sums)`` for ``fit``.
 
-    ``batch`` holds ``tokens [B, L]``, ``label [B]`` and ``batch[position_key] [B]``, the
-    position the classifier reads.
+    ``batch`` holds ``tokens [B, L]``, ``label [B]``, ``batch[position_key] [B]``, the
+    position the classifier reads, and optionally ``choices [B, K]`` (then ``label``
+    indexes into them; see ``PositionClassifier``).
     """
 
     def loss_fn(params, batch, key):
         logits = model.apply(
-            {"params": params}, batch["tokens"], batch[position_key],
+            {"params": params}, *model_inputs(batch, position_key),
             deterministic=False, rngs={"dropout": key},
         )
         losses = optax.softmax_cross_entropy_with_integer_labels(
@@ -51,24 +58,35 @@ def classification_loss_fn(model: nn.Module, position_key: str):
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _apply(model: nn.Module, params: Any, tokens: jax.Array, positions: jax.Array) -> jax.Array:
+def _apply(model: nn.Module, params: Any, *inputs: jax.Array) -> jax.Array:
     # Modules hash by their fields: one compilation per model and shape, across calls.
-    return model.apply({"params": params}, tokens, positions)
+    return model.apply({"params": params}, *inputs)
+
+
+def map_in_batches(fn, arrays: Batch, batch_size: int = 512) -> np.ndarray:
+    """``fn(batch) -> [b, ...]`` over ``arrays`` in batches of one fixed size (the last one
+    zero-padded and its padding rows dropped), so a jitted ``fn`` compiles once; the results
+    are concatenated along the first axis."""
+    n = len(next(iter(arrays.values())))
+    size = min(batch_size, n)
+    chunks = []
+    for batch in batches_of(arrays, size):
+        rows = len(next(iter(batch.values())))
+        padded = {k: np.pad(v, [(0, size - rows)] + [(0, 0)] * (v.ndim - 1))
+                  for k, v in batch.items()}
+        chunks.append(np.asarray(fn(padded))[:rows])
+    return np.concatenate(chunks)
 
 
 def predict(model: nn.Module, params: Any, arrays: Batch, position_key: str,
             batch_size: int = 512) -> np.ndarray:
-    """``[N, C]`` logits of every example, in fixed-size batches (one compilation)."""
-    forward = functools.partial(_apply, model)
-    chunks = []
-    n = len(arrays["tokens"])
-    for batch in batches_of({"tokens": arrays["tokens"], "q": arrays[position_key]}, batch_size):
-        rows = len(batch["q"])
-        pad = batch_size - rows if n > batch_size else 0  # keep one shape for every batch
-        tokens = np.pad(batch["tokens"], ((0, pad), (0, 0)))
-        positions = np.pad(batch["q"], (0, pad))
-        chunks.append(np.asarray(forward(params, tokens, positions))[:rows])
-    return np.concatenate(chunks)
+    """``[N, C]`` logits of every example (``arrays["tokens"]`` read at
+    ``arrays[position_key]``; ``[N, K]`` with ``arrays["choices"]``)."""
+    keys = ("tokens", position_key, "choices")
+    return map_in_batches(
+        lambda b: _apply(model, params, *model_inputs(b, position_key)),
+        {k: arrays[k] for k in keys if k in arrays}, batch_size,
+    )
 
 
 def fit_classifier(
@@ -95,7 +113,7 @@ def fit_classifier(
     n = len(arrays["tokens"])
     # Jitted: one compilation instead of one per parameter initialiser.
     params = jax.jit(model.init)(
-        jax.random.key(seed), arrays["tokens"][:2], arrays[position_key][:2]
+        jax.random.key(seed), *(x[:2] for x in model_inputs(arrays, position_key))
     )["params"]
     optimizer = make_optimizer(
         learning_rate, warmup_steps=min(warmup_steps, num_steps // 2), total_steps=num_steps,
