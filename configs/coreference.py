@@ -16,6 +16,9 @@ def get_config(arg=None):
         raise ValueError(f"configs/coreference.py: unknown variant {arg!r}; choose from {VARIANTS}")
     c = ml_collections.ConfigDict()
     c.seed = 0
+    # "position": first or second candidate; "identity": score the candidate words (see
+    # experiments/coreference.py).
+    c.readout = "position"
 
     c.task = ml_collections.ConfigDict()
     c.task.num_train = 20_000

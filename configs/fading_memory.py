@@ -33,6 +33,7 @@ def get_config(arg=None):
     # The coreference task of experiments/coreference.py.
     c.coreference = ml_collections.ConfigDict()
     c.coreference.seed = 0
+    c.coreference.readout = "position"
     c.coreference.task = ml_collections.ConfigDict()
     c.coreference.task.num_train = 20_000
     c.coreference.task.num_test = 400

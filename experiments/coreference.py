@@ -2,13 +2,17 @@
 was too big"?
 
 Trains a small transformer encoder to pick the antecedent of the pronoun on Winograd-style
-sentences (``attnjax.data.coreference``): the pronoun's final state scores the two candidate
-*words* (logits over the vocabulary, read at the candidates' ids), so it must carry the
-antecedent's identity, not only "the first noun" or "the second". (A first version that
-classified "first or second candidate" reached 89-94% on held-out sentences while its
-pronoun attended to the verb and the property, not to either noun: that readout needs no
-antecedent.) Then tests it on held-out noun pairs and held-out templates at every filler
-distance, and probes every head: how often does the pronoun's attention put more weight on the gold
+sentences (``attnjax.data.coreference``), read out at the pronoun, ``config.readout``:
+
+* ``"position"`` (default): a two-way classifier, first or second candidate;
+* ``"identity"``: the pronoun's state scores the two candidate *words* (logits over the
+  vocabulary read at the candidates' ids), so it must carry which word it refers to.
+  Measured on this task it stalls at ~76% training accuracy: the families whose two
+  candidates come from different word classes (object/container, person/food) are solved
+  from the words alone, the symmetric ones (two people, two animals) stay at chance.
+
+Then tests it on held-out noun pairs and held-out templates at every filler distance, and
+probes every head: how often does the pronoun's attention put more weight on the gold
 antecedent than on the other candidate? Baselines: nearest candidate, first candidate,
 random. The seed sentences' attention from the pronoun is shown as terminal bars and a
 heatmap.
@@ -17,8 +21,6 @@ heatmap.
 """
 
 from __future__ import annotations
-
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -51,7 +53,9 @@ def make_data(config: ml_collections.ConfigDict) -> dict:
     seeds = [coreference.parse_seed(s) for s in coreference.SEED_SENTENCES]
     every = train_examples + validation + [e for es in test_examples.values() for e in es] + seeds
     length = max(len(e.tokens) for e in every)
-    encode = functools.partial(coreference.encode, vocab=vocab, length=length)
+    encode = lambda examples: readout_arrays(
+        coreference.encode(examples, vocab=vocab, length=length), config.readout
+    )
     return {
         "task": task,
         "vocab": vocab,
@@ -65,6 +69,14 @@ def make_data(config: ml_collections.ConfigDict) -> dict:
     }
 
 
+def readout_arrays(arrays: dict, readout: str) -> dict:
+    """``arrays`` with ``choices`` (the candidates' ids) only for the identity readout."""
+    if readout not in ("position", "identity"):
+        raise ValueError(f"config.readout must be 'position' or 'identity', got {readout!r}")
+    return arrays if readout == "identity" else {k: v for k, v in arrays.items()
+                                                 if k != "choices"}
+
+
 def transformer_classifier(config: ml_collections.ConfigDict, vocab_size: int, max_len: int):
     t = config.transformer
     return nn.PositionClassifier(
@@ -75,9 +87,8 @@ def transformer_classifier(config: ml_collections.ConfigDict, vocab_size: int, m
                 position=t.position, max_len=max_len,
             )
         ),
-        # Logits over the vocabulary, read at the candidates' token ids (data "choices"):
-        # the pronoun's state must say *which word* it refers to, not only where it stands.
-        num_classes=vocab_size,
+        # "identity": logits over the vocabulary, read at the candidates' ids ("choices").
+        num_classes=vocab_size if config.readout == "identity" else 2,
     )
 
 

@@ -121,9 +121,8 @@ def accuracy_of(model, params, arrays) -> float:
 def coreference_curves(config, run_dir) -> dict:
     """Antecedent accuracy vs filler distance for every model."""
     data = coreference_experiment.make_data(config.coreference)
-    # Scored by identity over the vocabulary, as in experiments/coreference.py: a left-to-right
-    # RNN must carry both nouns (and which is which) through the filler to the end.
-    models = matched_models(config, len(data["vocab"]), data["length"], len(data["vocab"]))
+    classes = len(data["vocab"]) if config.coreference.readout == "identity" else 2
+    models = matched_models(config, len(data["vocab"]), data["length"], classes)
     out = {}
     for name, model in models.items():
         params, info = train_tuned(

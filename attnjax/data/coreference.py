@@ -13,8 +13,11 @@ Generalisation, not memory, is what the test split measures:
 * **held-out noun pairs**: a fixed fraction of each family's (first, second) noun pairs
   never appears in training (the nouns themselves do, in other pairs); the seed sentences'
   pairs (trophy/suitcase, Arjun/pizza) are always held out;
-* **held-out templates**: one surface form of every relation ("the A could not fit inside
-  the B since ...") appears only in the test split.
+* **held-out templates**: one surface form of every relation appears only in the test split.
+  It recombines words that training shows for that relation ("{a} defeated {b} in the race"
+  when training has "defeated ... in the match" and "beat ... in the race"), or adds an
+  adverb seen elsewhere ("the {a} quickly chased the {b}"): a verb never seen in training
+  would leave the relation's polarity unknowable, not test generalisation.
 
 Distance: ``filler_tokens`` neutral tokens (comma-delimited adverbial phrases, "after the
 long trip home", "on that cold morning") go between the main clause and "because", so both
@@ -103,7 +106,7 @@ FAMILIES = (
                     "the {a} didn't fit in the {b}",
                     "the {a} did not fit into the {b}",
                     "the {a} would not go into the {b}",
-                    "the {a} could not fit inside the {b}",
+                    "the {a} did not fit in the {b}",
                 ),
                 {"big": 0, "small": 1},
             ),
@@ -113,7 +116,7 @@ FAMILIES = (
                     "the {b} couldn't hold the {a}",
                     "the {b} could not contain the {a}",
                     "the {b} was unable to hold the {a}",
-                    "the {b} did not have room for the {a}",
+                    "the {b} could not hold the {a}",
                 ),
                 {"big": 0, "small": 1},  # the {a} is too big, the {b} too small
             ),
@@ -128,7 +131,7 @@ FAMILIES = (
                     "{a} beat {b} in the race",
                     "{a} defeated {b} in the match",
                     "{a} won against {b} in the game",
-                    "{a} outran {b} in the race",
+                    "{a} defeated {b} in the race",
                 ),
                 {"strong": 0, "weak": 1},
             ),
@@ -138,7 +141,7 @@ FAMILIES = (
                     "{a} lost to {b} in the race",
                     "{a} was defeated by {b} in the match",
                     "{a} could not keep up with {b} in the game",
-                    "{a} fell behind {b} in the race",
+                    "{a} lost to {b} in the match",
                 ),
                 {"strong": 1, "weak": 0},
             ),
@@ -155,7 +158,7 @@ FAMILIES = (
                     "the {a} chased the {b}",
                     "the {a} hunted the {b}",
                     "the {a} ran after the {b}",
-                    "the {a} went after the {b}",
+                    "the {a} quickly chased the {b}",
                 ),
                 {"predator": 0, "prey": 1},
             ),
@@ -165,7 +168,7 @@ FAMILIES = (
                     "the {a} ran away from the {b}",
                     "the {a} hid from the {b}",
                     "the {a} escaped from the {b}",
-                    "the {a} fled from the {b}",
+                    "the {a} quickly ran away from the {b}",
                 ),
                 {"predator": 1, "prey": 0},
             ),
@@ -181,7 +184,7 @@ FAMILIES = (
                     "{a} ate the {b}",
                     "{a} finished the {b}",
                     "{a} quickly ate the {b}",
-                    "{a} devoured the {b}",
+                    "{a} quickly finished the {b}",
                 ),
                 {"eater": 0, "food": 1},
             ),
