@@ -32,7 +32,7 @@ def get_config(arg=None):
     c.transformer.num_heads = 4
     c.transformer.num_layers = 2
     c.transformer.mlp_dim = 128
-    c.transformer.dropout_rate = 0.1
+    c.transformer.dropout_rate = 0.0  # 0.1 (and weight decay) stalled at ~75% train accuracy
     c.transformer.position = "sinusoidal"
 
     c.train = ml_collections.ConfigDict()
@@ -40,7 +40,7 @@ def get_config(arg=None):
     c.train.batch_size = 64
     c.train.learning_rate = 1e-3
     c.train.warmup_steps = 200
-    c.train.weight_decay = 0.01
+    c.train.weight_decay = 0.0
     c.train.log_every = 100
     c.train.checkpoint_every = 1_000
 

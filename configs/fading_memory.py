@@ -64,13 +64,13 @@ def get_config(arg=None):
     c.bars.faded = 1e-3  # gradient at the longest distance / at distance 1
 
     if variant == "tour":
-        c.coreference.task.num_train = 8_000
+        # The transformer needs ~1,100 steps to get past its plateau on coreference: the
+        # step count stays; the sweep is smaller.
         c.coreference.task.num_test = 200
         c.coreference.task.test_distances = (0, 20, 40, 60)
         c.recall.lengths = (16, 64, 128)
         c.recall.tune_length = 16
         c.recall.num_train = 4_096
-        c.train.num_steps = 800
         c.train.rnn_learning_rates = (3e-3,)
     elif variant == "smoke":
         c.models = ("transformer", "lstm")
