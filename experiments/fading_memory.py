@@ -88,22 +88,24 @@ def matched_models(config, vocab_size: int, max_len: int, num_classes: int) -> d
     return models
 
 
-def train_tuned(name, model, arrays, validation, config, run_dir, tag, rates=None) -> tuple:
+def train_tuned(name, model, arrays, validation, config, run_dir, tag, rates=None,
+                num_steps=None, batch_size=None, stop_at_accuracy=None) -> tuple:
     """Train at each learning rate of ``rates`` (default: the RNN sweep, or the
-    transformer's one rate); keep the best by validation accuracy. Returns
-    ``(params, info)``."""
+    transformer's one rate); keep the best by validation accuracy. ``num_steps`` and
+    ``batch_size`` default to ``config.train``'s. Returns ``(params, info)``."""
     tc = config.train
     if rates is None:
         rates = (tc.learning_rate,) if name == "transformer" else tuple(tc.rnn_learning_rates)
     best = None
     for rate in rates:
         params, info = train.fit_classifier(
-            model, arrays, position_key="last", num_steps=tc.num_steps,
-            batch_size=tc.batch_size, learning_rate=rate, seed=config.seed,
+            model, arrays, position_key="last", num_steps=num_steps or tc.num_steps,
+            batch_size=batch_size or tc.batch_size, learning_rate=rate, seed=config.seed,
             warmup_steps=tc.warmup_steps, log_every=tc.log_every,
             log=lambda r, rate=rate: run_dir.log({"task": tag, "model": name, "lr": rate, **r}),
             checkpoint_dir=run_dir.path / "checkpoints" / f"{tag}_{name}_{rate:g}",
             checkpoint_every=tc.checkpoint_every, description=f"{tag} {name} lr={rate:g}",
+            stop_at_accuracy=stop_at_accuracy,
         )
         accuracy = accuracy_of(model, params, validation)
         info = {**info, "learning_rate": rate, "validation_accuracy": accuracy}
@@ -160,7 +162,8 @@ def recall_curves(config, run_dir) -> tuple[dict, dict]:
         for name, model in models.items():
             params, info = train_tuned(
                 name, model, train_set, validation, config, run_dir, f"recall{length}",
-                rates=rates.get(name),
+                rates=rates.get(name), num_steps=r.num_steps, batch_size=r.batch_size,
+                stop_at_accuracy=r.stop_at_accuracy,
             )
             rates.setdefault(name, (info["learning_rate"],))
             curves[name][length] = {**info, "test_accuracy": accuracy_of(model, params, test)}

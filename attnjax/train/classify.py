@@ -106,10 +106,12 @@ def fit_classifier(
     checkpoint_dir: str | Path | None = None,
     checkpoint_every: int = 500,
     description: str = "train",
+    stop_at_accuracy: float | None = None,
 ) -> tuple[Any, dict]:
     """Train ``model`` on ``arrays`` with AdamW + warmup/cosine; resumes from
-    ``checkpoint_dir``. Returns ``(params, {"train_seconds", "final_train_loss",
-    "final_train_accuracy", "num_params"})``."""
+    ``checkpoint_dir``; with ``stop_at_accuracy``, stops at the first logged interval whose
+    training accuracy reaches it. Returns ``(params, {"train_seconds", "steps",
+    "final_train_loss", "final_train_accuracy", "num_params"})``."""
     n = len(arrays["tokens"])
     # Jitted: one compilation instead of one per parameter initialiser.
     params = jax.jit(model.init)(
@@ -129,10 +131,13 @@ def fit_classifier(
         make_batch_fn(arrays, min(batch_size, n), seed),
         num_steps=num_steps, base_key=jax.random.fold_in(jax.random.key(seed), 1),
         log=log, log_every=log_every, checkpointer=checkpointer, description=description,
+        stop_when=None if stop_at_accuracy is None
+        else lambda r: r.get("token_accuracy", 0.0) >= stop_at_accuracy,
     )
     trained = [r for r in records if r.get("split") == "train"]
     return state.params, {
         "train_seconds": time.perf_counter() - tic,
+        "steps": int(state.step),
         "final_train_loss": trained[-1]["loss"] if trained else None,
         "final_train_accuracy": trained[-1].get("token_accuracy") if trained else None,
         "num_params": int(sum(np.size(x) for x in jax.tree.leaves(state.params))),

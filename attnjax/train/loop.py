@@ -159,6 +159,7 @@ def fit(
     tokens_in: Callable[[Batch], int] | None = None,
     progress: bool = True,
     description: str = "train",
+    stop_when: Callable[[dict], bool] | None = None,
 ) -> tuple[TrainState, list[dict]]:
     """Run ``train_step`` until ``state.step == num_steps``, resuming from ``checkpointer``.
 
@@ -167,6 +168,9 @@ def fit(
       log: called with every metrics record (e.g. a JSON-lines writer).
       evaluate: ``evaluate(state) -> dict`` run every ``eval_every`` steps and at the end.
       tokens_in: counts the tokens of a batch, for the tokens/s throughput.
+      stop_when: called with every training record; ``True`` stops early (the state is
+        checkpointed at that step). A restarted run resumes from there and trains on until
+        ``stop_when`` holds again, so early stopping is not part of the exact-resume promise.
 
     Returns:
       ``(state, records)``, the records of this call (not of an earlier, resumed run).
@@ -212,6 +216,11 @@ def fit(
                 postfix["tok/s"] = f"{record['tokens_per_second']:.0f}"
             bar.set_postfix(postfix)
             pending, tokens, tic, since = None, 0, time.perf_counter(), done
+            if stop_when is not None and stop_when(record):
+                if checkpointer is not None:
+                    checkpointer.save(done, state, force=True)
+                bar.update(1)
+                break
         if evaluate is not None and eval_every and done % eval_every == 0 and done != num_steps:
             emit({"step": done, "split": "eval", **evaluate(state)})
         if checkpointer is not None:
