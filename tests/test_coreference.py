@@ -342,3 +342,13 @@ def test_parallelism_smoke_times_both_layers_at_every_length(tour_smoke):
         assert ratio == pytest.approx(row["attention_over_rnn"])
     assert set(results["fitted_exponent"]) == {"rnn", "attention"}
     assert (workdir / "parallelism.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_fit_classifier_stops_at_the_first_interval_reaching_the_accuracy():
+    data = recall.recall_batch(0, 256, 6, num_keys=2, num_noise=3)
+    model = tiny_transformer_classifier(vocab_size=recall.vocab_size(2, 3), classes=2)
+    _, info = train.fit_classifier(model, data, position_key="last", num_steps=400,
+                                   batch_size=32, learning_rate=3e-3, seed=0, warmup_steps=5,
+                                   log_every=20, stop_at_accuracy=1.0)
+    assert info["steps"] < 400 and info["steps"] % 20 == 0
+    assert info["final_train_accuracy"] == 1.0
