@@ -28,6 +28,7 @@ import ml_collections
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullLocator
 
 from attnjax import analysis, experiment, nn, train
 from attnjax.data import recall
@@ -197,20 +198,23 @@ def plot(results: dict, run_dir) -> list[str]:
     ax = axes[0]
     for name, entry in results["coreference"].items():
         curve = entry["accuracy_by_filler_tokens"]
-        ax.plot(list(curve), list(curve.values()), "o-", label=LABELS[name])
+        # int(): keys are ints in a run, strings once read back from results.json.
+        ax.plot([int(d) for d in curve], list(curve.values()), "o-", label=LABELS[name])
     ax.axhline(0.75, color="grey", ls=":", lw=1)
     ax.set(xlabel="filler tokens between the clause and the pronoun", ylabel="accuracy",
            title="Coreference (held-out pairs and templates)", ylim=(0.4, 1.02))
     ax.legend()
     ax = axes[1]
     for name, curve in results["recall"].items():
-        ax.plot(list(curve), [c["test_accuracy"] for c in curve.values()], "o-",
+        ax.plot([int(n) for n in curve], [c["test_accuracy"] for c in curve.values()], "o-",
                 label=LABELS[name])
     ax.axhline(0.75, color="grey", ls=":", lw=1)
     ax.axhline(1.0 / results["num_keys"], color="grey", ls="--", lw=1)  # chance
-    ax.set(xscale="log", xlabel="sequence length (key at the start)", ylabel="accuracy",
+    ax.set(xlabel="sequence length (key at the start)", ylabel="accuracy",
            title="Recall the first token at the end", ylim=(0.0, 1.02))
-    ax.set_xticks(list(next(iter(results["recall"].values()))))
+    ax.set_xscale("log", base=2)
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xticks([int(n) for n in next(iter(results["recall"].values()))])
     ax.get_xaxis().set_major_formatter("{x:.0f}")
     ax.legend()
     ax = axes[2]
