@@ -173,7 +173,7 @@ def recall_curves(config, run_dir) -> tuple[dict, dict]:
                 initial = jax.jit(model.init)(
                     jax.random.key(config.seed), probe["tokens"][:1], probe["last"][:1]
                 )
-                trained = {"params": params, "perturbations": initial["perturbations"]}
+                trained = {"params": params}
                 gradients[name] = {
                     "init": gradient_by_distance(model, initial, probe),
                     "trained": gradient_by_distance(model, trained, probe),

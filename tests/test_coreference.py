@@ -3,6 +3,7 @@ input-gradient norms, terminal bars, and the coreference and fading_memory exper
 
 import json
 
+import flax.linen as flax_nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -236,13 +237,28 @@ def test_input_gradient_norm_is_the_directional_derivative():
             np.testing.assert_allclose(norms[0, p], slope, rtol=1e-6)
 
 
-def test_input_gradient_norms_needs_the_perturbations_collection():
-    model = tiny_rnn_classifier()
+def test_input_gradient_norms_needs_the_perturbation_hook():
+    class NoHook(flax_nn.Module):
+        @flax_nn.compact
+        def __call__(self, tokens, position):
+            return flax_nn.Dense(2)(flax_nn.Embed(30, 4)(tokens).sum(1))
+
+    model = NoHook()
     tokens = jnp.ones((1, 4), jnp.int32)
     params = model.init(jax.random.key(0), tokens, jnp.zeros(1, jnp.int32))["params"]
-    with pytest.raises(ValueError, match="perturbations"):
+    with pytest.raises(ValueError, match="perturb"):
         analysis.input_gradient_norms(model, {"params": params}, tokens, jnp.zeros(1, jnp.int32),
                                       jnp.zeros(1, jnp.int32))
+
+
+def test_init_variables_apply_to_inputs_of_any_shape():
+    """The gradient hook creates nothing at init: variables from init work on other shapes."""
+    model = tiny_rnn_classifier()
+    variables = model.init(jax.random.key(0), jnp.ones((1, 4), jnp.int32),
+                           jnp.zeros(1, jnp.int32))
+    assert set(variables) == {"params"}
+    logits = model.apply(variables, jnp.ones((3, 9), jnp.int32), jnp.zeros(3, jnp.int32))
+    assert logits.shape == (3, 3)
 
 
 def test_classifier_training_is_deterministic_and_learns_recall(tmp_path):

@@ -59,29 +59,29 @@ def input_gradient_norms(
     """``[N, L]`` norms of the gradient of the cross-entropy of ``label`` w.r.t. the input
     embedding at every position (zero where the model has no path from that position).
 
-    ``model(tokens, position)`` must pass its embeddings through
-    ``self.perturb("embeddings", ...)`` (``attnjax.nn.Encoder`` and ``RNNEncoder`` do), and
-    ``variables`` must hold the ``'perturbations'`` collection ``init`` returned. ``extra``
-    inputs (e.g. a classifier's ``choices``) follow ``position`` in the call.
+    ``model(tokens, position, *extra)`` must pass its embeddings through
+    ``self.perturb("embeddings", ...)`` (``attnjax.nn.Encoder`` and ``RNNEncoder`` do);
+    ``variables`` needs only ``params``.
     """
-    if "perturbations" not in variables:
-        raise ValueError(
-            "input_gradient_norms: `variables` needs the 'perturbations' collection of "
-            "model.init (the encoder must call self.perturb('embeddings', x))"
-        )
     params = variables["params"]
+    # The perturbation tree for these inputs' shapes: where the hook sits, and its shape.
+    _, shapes = jax.eval_shape(
+        lambda: model.apply({"params": params}, tokens, position, *extra,
+                            mutable=["perturbations"])
+    )
+    if not shapes.get("perturbations"):
+        raise ValueError(
+            "input_gradient_norms: the model has no 'perturbations' hook: its encoder must "
+            "call self.perturb('embeddings', x) on the input embeddings"
+        )
+    perturbations = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes["perturbations"])
 
-    def loss(perturbations, tokens, position, label):
+    def loss(perturbations):
         logits = model.apply(
             {"params": params, "perturbations": perturbations}, tokens, position, *extra
         )
         return optax.softmax_cross_entropy_with_integer_labels(logits, label).sum()
 
-    # One example per row of the batch: the loss is a sum over rows, so each row's gradient
-    # is that example's own.
-    perturbations = jax.tree.map(
-        lambda p: jnp.zeros(tokens.shape + p.shape[2:], p.dtype), variables["perturbations"]
-    )
-    grads = jax.grad(loss)(perturbations, tokens, position, label)
-    (leaf,) = jax.tree.leaves(grads)
+    # The loss is a sum over rows, so each row's gradient is that example's own.
+    (leaf,) = jax.tree.leaves(jax.grad(loss)(perturbations))
     return jnp.linalg.norm(leaf, axis=-1)

@@ -150,7 +150,8 @@ class RNNEncoder(nn.Module):
         source_valid = ops.valid_from_tokens(source, cfg.pad_id)
         lengths = jnp.sum(source_valid, axis=-1, dtype=jnp.int32)
         x = nn.Embed(cfg.vocab_size, cfg.embed_dim, name="embed")(source)
-        x = self.perturb("embeddings", x)  # d output / d input, see nn.classifier
+        if not self.is_initializing():  # d output / d input hook, see nn.Encoder
+            x = self.perturb("embeddings", x)
         x = nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
         # seq_lengths makes the returned carry the one after the last real token, and makes
         # the reversed direction start at that token (nn.RNN flips each row within its

@@ -262,8 +262,11 @@ class Encoder(nn.Module):
         cfg = self.config
         _check_tokens("tokens", tokens)
         x = _embed(cfg, cfg.vocab_size, "embed")(tokens)
-        # A no-op unless 'perturbations' is mutable: then its grad is d output / d input.
-        x = self.perturb("embeddings", x)
+        # Gradient hook (analysis.input_gradient_norms): a no-op unless a 'perturbations'
+        # collection is passed or mutable. Not created at init, so `variables` from init
+        # still apply to inputs of any shape.
+        if not self.is_initializing():
+            x = self.perturb("embeddings", x)
         x = PositionEmbedding(cfg.replace(decode=False), name="position")(x)
         x = nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
         mask = ops.padding_mask_from_tokens(tokens, pad_id=cfg.pad_id)
