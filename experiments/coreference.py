@@ -137,7 +137,7 @@ def run(config: ml_collections.ConfigDict, run_dir: experiment.RunDir) -> dict:
         predictions = train.predict(model, params, arrays, "pronoun").argmax(-1)
         correct = predictions == arrays["label"]
         accuracy[d] = float(correct.mean())
-        mask = np.array([e.template == 3 for e in data["test_examples"][d]])
+        mask = np.array([coreference.uses_held_out_template(e) for e in data["test_examples"][d]])
         held_out_template[d] = float(correct[mask].mean()) if mask.any() else None
         run_dir.log({"split": "test", "filler_tokens": d, "accuracy": accuracy[d]})
 

@@ -401,6 +401,13 @@ class CoreferenceTask:
         )
 
 
+def uses_held_out_template(example: CorefExample) -> bool:
+    """Whether ``example`` uses its relation's held-out (test-only) template, the last one."""
+    family = next(f for f in FAMILIES if f.name == example.family)
+    relation = next(r for r in family.relations if r.name == example.relation)
+    return example.template == len(relation.templates) - 1
+
+
 def _rindex(tokens: list[str], word: str) -> int:
     return len(tokens) - 1 - tokens[::-1].index(word)
 
