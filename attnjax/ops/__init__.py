@@ -3,10 +3,12 @@
 from attnjax.ops.additive import additive_attention, additive_scores
 from attnjax.ops.attention import (
     IMPLEMENTATIONS,
+    choose_implementation,
     dot_product_attention,
     dot_product_attention_weights,
     masked_softmax,
 )
+from attnjax.ops.chunked import chunked_attention, default_blocks
 from attnjax.ops.masks import (
     causal_mask,
     combine_masks,
@@ -33,9 +35,12 @@ __all__ = [
     "alibi_slopes",
     "apply_rope",
     "causal_mask",
+    "choose_implementation",
+    "chunked_attention",
     "combine_masks",
     "dot_product_attention",
     "dot_product_attention_weights",
+    "default_blocks",
     "local_window_mask",
     "make_attention_mask",
     "masked_softmax",

@@ -17,17 +17,25 @@ with a message naming the argument, instead of deep inside XLA.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
+from attnjax.ops.chunked import chunked_attention
 from attnjax.ops.masks import causal_mask
 
 Array = jax.Array
 
-IMPLEMENTATIONS = ("xla",)
+IMPLEMENTATIONS = ("xla", "chunked", "flash")
+
+# On the CPU the materialised [T, S] scores fall out of the cache from about 1024 x 1024 per
+# head, and the blocked implementation wins (experiments/scaling.py); below it XLA's fused
+# einsum-softmax-einsum is as fast and compiles quicker.
+_CHUNKED_FROM_SCORES = 512 * 512
 
 
 def _shape_str(x) -> str:
@@ -58,14 +66,30 @@ def masked_softmax(logits: Array, mask: Array | None = None, axis: int = -1) -> 
     keep = logits > -jnp.inf  # also drops NaN-free -inf biases
     if mask is not None:
         keep = jnp.logical_and(keep, mask)
-    # Masked entries are replaced before max/exp (the "double where"), so neither the
-    # forward pass nor the gradient ever sees inf - inf.
-    safe_logits = jnp.where(keep, logits, 0.0)
+    return _softmax_kept(axis, logits, keep)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
+def _softmax_kept(axis, logits, keep):
+    # Masked entries are replaced before max/exp (the "double where"), so the forward pass
+    # never sees inf - inf.
     row_max = jnp.max(jnp.where(keep, logits, -jnp.inf), axis=axis, keepdims=True)
     row_max = jnp.where(jnp.isfinite(row_max), row_max, 0.0)
-    unnormalised = jnp.where(keep, jnp.exp(safe_logits - jax.lax.stop_gradient(row_max)), 0.0)
+    unnormalised = jnp.where(keep, jnp.exp(logits - row_max), 0.0)
     denominator = jnp.sum(unnormalised, axis=axis, keepdims=True)
     return unnormalised / jnp.where(denominator > 0, denominator, 1.0)
+
+
+@_softmax_kept.defjvp
+def _softmax_kept_jvp(axis, primals, tangents):
+    # d softmax = w * (dx - <w, dx>), as jax.nn.softmax: one fused pass instead of
+    # differentiating through the wheres; masked entries and empty rows have w = 0.
+    logits, keep = primals
+    logits_dot, _ = tangents
+    weights = _softmax_kept(axis, logits, keep)
+    logits_dot = jnp.where(keep, logits_dot, 0.0)  # a masked -inf logit's tangent is ignored
+    weights_dot = weights * (logits_dot - jnp.sum(weights * logits_dot, axis, keepdims=True))
+    return weights, weights_dot
 
 
 def _check_float(name: str, x) -> None:
@@ -171,6 +195,35 @@ def _validate(query, key, value, bias, mask, scale, dropout_rate, dropout_rng, i
             f"dot_product_attention: `implementation` must be None or one of {IMPLEMENTATIONS}, "
             f"got {implementation!r}"
         )
+    if implementation in ("chunked", "flash") and dropout_rate > 0.0:
+        raise ValueError(
+            f"dot_product_attention: implementation={implementation!r} has no attention "
+            f"dropout, got dropout_rate={dropout_rate}; use implementation='xla' or None"
+        )
+
+
+def choose_implementation(
+    t: int,
+    s: int,
+    *,
+    dropout_rate: float = 0.0,
+    return_weights: bool = False,
+    backend: str | None = None,
+) -> str:
+    """The implementation ``implementation=None`` runs for ``T`` queries and ``S`` keys.
+
+    ``"xla"`` whenever the weights are wanted or dropout is on (both need the ``[T, S]``
+    matrix), and on GPU/TPU, where XLA fuses attention itself (the Pallas ``"flash"`` kernel is
+    opt-in: it has not been measured on a GPU in this project yet). On the CPU, ``"chunked"``
+    once a head's score matrix reaches 512 x 512 entries: from there it is faster than the
+    materialised scores and needs O(T + S) memory (``python -m experiments.scaling``).
+    """
+    if return_weights or dropout_rate > 0.0:
+        return "xla"
+    backend = jax.default_backend() if backend is None else backend
+    if backend == "cpu" and t * s >= _CHUNKED_FROM_SCORES:
+        return "chunked"
+    return "xla"
 
 
 def dot_product_attention_weights(
@@ -207,14 +260,29 @@ def _weights(query, key, bias, mask, is_causal, scale):
     if scale is None:
         scale = 1.0 / math.sqrt(d)
     compute_dtype = _softmax_dtype(query.dtype)
-    # [..., T, Hk, G, D] x [..., S, Hk, D] -> [..., Hk, G, T, S]: no copy of the K heads.
-    grouped = query.reshape(*batch, t, hk, groups, d)
-    logits = jnp.einsum(
-        "...tkgd,...skd->...kgts", grouped, key, preferred_element_type=compute_dtype
+    # No copy of the K heads (grouped-query attention), and the query is the left operand, so the [T, S] result needs no transpose (XLA:CPU then
+    # fuses the matmul, the scale and the softmax into one kernel, as for jax.nn).
+    n = len(batch)
+    lead = tuple(range(n + 1))
+    grouped = jnp.moveaxis(query.reshape(*batch, t, hk, groups, d), n, n + 2)
+    logits = lax.dot_general(  # [..., Hk, G, T, D] x [..., Hk, S, D] -> [..., Hk, G, T, S]
+        grouped,
+        jnp.moveaxis(key, n, n + 1),
+        (((n + 3,), (n + 2,)), (lead, lead)),
+        preferred_element_type=compute_dtype,
     )
     logits = logits.reshape(*batch, h, t, s) * jnp.asarray(scale, compute_dtype)
     if bias is not None:
         logits = logits + bias.astype(compute_dtype)
+    if bias is None and mask is None:
+        # No row can be empty (causal row i always sees key 0): the plain softmax, which
+        # XLA:CPU fuses with the matmul that produced the logits; the causal mask enters as
+        # an additive constant, because selects would split that fusion (1.5-2x slower).
+        if is_causal:
+            logits = logits + np.where(np.tril(np.ones((t, s), bool)), 0.0, -np.inf).astype(
+                compute_dtype
+            )
+        return jax.nn.softmax(logits, axis=-1)
     if is_causal:
         mask = causal_mask(t, s) if mask is None else jnp.logical_and(mask, causal_mask(t, s))
     return masked_softmax(logits, mask)
@@ -247,8 +315,14 @@ def dot_product_attention(
       scale: logit scale; default ``1 / sqrt(D)``.
       dropout_rate: probability of dropping an attention weight (inverted dropout).
       dropout_rng: ``jax.random`` key, required when ``dropout_rate > 0``.
-      implementation: ``None`` (pick the best available) or ``"xla"``.
-      return_weights: also return the attention weights (before dropout).
+      implementation: ``"xla"`` (materialise the ``[T, S]`` weights; the reference),
+        ``"chunked"`` (``ops.chunked_attention``: blocked, online softmax, O(T + S) memory,
+        recomputing backward), ``"flash"`` (``ops.flash_attention``: the same algorithm as a
+        Pallas kernel; interpreted off GPU, slow, for tests) or ``None``: the best for the
+        backend and shape (``choose_implementation``). ``"chunked"`` and ``"flash"`` have no
+        dropout and do not return weights.
+      return_weights: also return the attention weights (before dropout); with
+        ``implementation=None`` this selects ``"xla"``.
 
     Returns:
       ``out [..., T, H, Dv]`` in the dtype of ``query``, or ``(out, weights)`` with
@@ -256,6 +330,21 @@ def dot_product_attention(
       can see no key give a zero output and zero (finite) gradients.
     """
     _validate(query, key, value, bias, mask, scale, dropout_rate, dropout_rng, implementation)
+    if implementation is None:
+        implementation = choose_implementation(
+            query.shape[-3], key.shape[-3], dropout_rate=dropout_rate, return_weights=return_weights
+        )
+    if implementation != "xla":
+        if return_weights:
+            raise ValueError(
+                f"dot_product_attention: implementation={implementation!r} never forms the "
+                "[T, S] weights, so return_weights=True needs implementation='xla' or None"
+            )
+        if implementation == "chunked":
+            blocked = chunked_attention
+        else:  # Pallas is imported only when asked for
+            from attnjax.ops.flash import flash_attention as blocked
+        return blocked(query, key, value, bias=bias, mask=mask, is_causal=is_causal, scale=scale)
     weights = _weights(query, key, bias, mask, is_causal, scale)
     *batch, t, h, _ = query.shape
     s, hk, dv = value.shape[-3:]
@@ -264,12 +353,14 @@ def dot_product_attention(
     if dropout_rate > 0.0:
         keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, weights.shape)
         applied = jnp.where(keep, weights / (1.0 - dropout_rate), 0.0)
-    applied = applied.reshape(*batch, hk, groups, t, s).astype(value.dtype)
-    out = jnp.einsum(
-        "...kgts,...skd->...tkgd",
-        applied,
-        value,
+    n = len(batch)
+    lead = tuple(range(n + 1))
+    out = lax.dot_general(  # [..., Hk, G, T, S] x [..., Hk, S, Dv] -> [..., Hk, G, T, Dv]
+        applied.reshape(*batch, hk, groups, t, s).astype(value.dtype),
+        jnp.moveaxis(value, n, n + 1),
+        (((n + 3,), (n + 1,)), (lead, lead)),
         preferred_element_type=_softmax_dtype(value.dtype),
     )
+    out = jnp.moveaxis(out, n + 2, n)
     out = out.reshape(*batch, t, h, dv).astype(query.dtype)
     return (out, weights) if return_weights else out

@@ -1,0 +1,355 @@
+"""Memory-efficient ("chunked") attention: never materialise the ``[T, S]`` score matrix.
+
+Rabe & Staats (2021), "Self-attention does not need O(n^2) memory", with the blocking of
+FlashAttention-2 (Dao 2023). Queries are cut into blocks of ``block_q`` rows and keys/values
+into blocks of ``block_k`` columns. For each query block the forward pass walks the key
+blocks with an online softmax (a running row maximum ``m``, normaliser ``l`` and output
+accumulator, rescaled when ``m`` grows), and keeps only ``O [T, H, Dv]`` and the row
+log-sum-exp ``lse [H, T]``. The backward pass (a ``jax.custom_vjp``) recomputes each block's
+probabilities from ``lse`` instead of storing them, so memory grows linearly in ``T`` and ``S``
+while the FLOPs stay those of attention (7 block matmuls for forward + backward instead of 6).
+
+Causal key blocks that lie entirely above the diagonal are not computed: the loops over key
+blocks (forward) and over query blocks (backward) stop at the diagonal.
+
+On the CPU this is also *faster* than materialising the scores once they leave the cache:
+a ``block_q x block_k`` block per head stays in L2/L3, and every matmul is laid out so the
+contraction runs over the last axis of the left operand (the backward pass works on the
+transposed block ``[S, T]`` for that reason), which XLA:CPU hands to its fast matmul library.
+
+Layout as everywhere in attnjax: ``query [..., T, H, D]``, ``key [..., S, Hk, D]``,
+``value [..., S, Hk, Dv]``, ``mask``/``bias`` broadcastable to ``[..., H, T, S]``.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+Array = jax.Array
+
+
+class _Plan(NamedTuple):
+    """Static description of one call (hashable: it is a ``nondiff`` argument)."""
+
+    t: int  # real query length
+    s: int  # real key length
+    block_q: int
+    block_k: int
+    n_q: int  # number of query blocks (padded length = n_q * block_q)
+    n_k: int
+    causal: bool
+    has_mask: bool
+    has_bias: bool
+    scale: float  # applied to each query block; 1.0 when a traced scale was folded into q
+
+
+def default_blocks(t: int, s: int, is_causal: bool) -> tuple[int, int]:
+    """Block sizes tuned on a 2-core Zen 5 CPU (fp32, H=8, D=64; see experiments/scaling).
+
+    Query blocks of 256 rows keep one head's ``256 x block_k`` score block in L2. Without a
+    causal mask one key block spans up to 1024 keys (fewer online-softmax rescales); with
+    one, 512-key blocks let the loops skip the upper triangle at a fine grain.
+    """
+    block_q = min(256, t)
+    block_k = min(512 if is_causal else 1024, s)
+    return block_q, block_k
+
+
+def _normalise(x, batch: tuple[int, ...], h: int, hk: int):
+    """``[..., H|1, T|1, S|1]`` -> ``[B|1, Hk|1, G|1, T|1, S|1]`` with B the flattened batch."""
+    x = jnp.reshape(x, (1,) * (len(batch) + 3 - x.ndim) + tuple(x.shape))
+    lead = x.shape[: len(batch)]
+    if all(d == 1 for d in lead):
+        x = x.reshape(1, *x.shape[len(batch) :])
+    else:
+        x = jnp.broadcast_to(x, (*batch, *x.shape[len(batch) :]))
+        x = x.reshape(-1, *x.shape[len(batch) :])
+    hx, tx, sx = x.shape[1:]
+    if hx == 1:
+        return x.reshape(x.shape[0], 1, 1, tx, sx)
+    return x.reshape(x.shape[0], hk, h // hk, tx, sx)
+
+
+def _pad_axis(x, axis: int, size: int, value):
+    if x.shape[axis] in (1, size):
+        return x
+    widths = [(0, 0)] * x.ndim
+    widths[axis] = (0, size - x.shape[axis])
+    return jnp.pad(x, widths, constant_values=value)
+
+
+def _slice_ts(x, i, j, plan: _Plan):
+    """Block ``(i, j)`` of a 5-d mask/bias ``[.., T|1, S|1]``; broadcast axes stay 1."""
+    if x is None:
+        return None
+    starts = [0, 0, 0, 0, 0]
+    sizes = list(x.shape)
+    if x.shape[3] != 1:
+        starts[3], sizes[3] = i * plan.block_q, plan.block_q
+    if x.shape[4] != 1:
+        starts[4], sizes[4] = j * plan.block_k, plan.block_k
+    return lax.dynamic_slice(x, starts, sizes)
+
+
+def _keep(i, j, mask_blk, plan: _Plan):
+    """Boolean ``[.., block_q, block_k]`` of kept scores, or None when all are kept."""
+    keep = mask_blk
+    rows = i * plan.block_q + lax.broadcasted_iota(jnp.int32, (plan.block_q, 1), 0)
+    cols = j * plan.block_k + lax.broadcasted_iota(jnp.int32, (1, plan.block_k), 1)
+    if plan.causal:
+        keep = cols <= rows if keep is None else jnp.logical_and(keep, cols <= rows)
+    if plan.n_k * plan.block_k != plan.s:
+        keep = cols < plan.s if keep is None else jnp.logical_and(keep, cols < plan.s)
+    return keep
+
+
+def _kv_blocks_for(i, plan: _Plan):
+    """Number of key blocks query block ``i`` must visit (all of them unless causal)."""
+    if not plan.causal:
+        return plan.n_k
+    last_row = jnp.minimum(i * plan.block_q + plan.block_q, plan.t) - 1
+    return jnp.minimum(last_row // plan.block_k + 1, plan.n_k)
+
+
+def _query_block(q, i, plan: _Plan):
+    """Scaled query block ``i``: ``[B, Tp, Hk, G, D]`` -> ``[B, Hk, G, block_q, D]``."""
+    qb = lax.dynamic_slice_in_dim(q, i * plan.block_q, plan.block_q, axis=1)
+    return jnp.transpose(qb, (0, 2, 3, 1, 4)) * jnp.asarray(plan.scale, q.dtype)
+
+
+def _kv_block(x, j, plan: _Plan):
+    """Key/value block ``j``: ``[B, Sp, Hk, D]`` -> ``[B, Hk, block_k, D]``."""
+    xb = lax.dynamic_slice_in_dim(x, j * plan.block_k, plan.block_k, axis=1)
+    return jnp.transpose(xb, (0, 2, 1, 3))
+
+
+def _add_kv_block(x, xb, j, plan: _Plan):
+    """``x[:, block j] += xb`` for ``xb: [B, Hk, block_k, D]`` and ``x: [B, Sp, Hk, D]``."""
+    old = lax.dynamic_slice_in_dim(x, j * plan.block_k, plan.block_k, axis=1)
+    new = old + jnp.transpose(xb, (0, 2, 1, 3))
+    return lax.dynamic_update_slice_in_dim(x, new, j * plan.block_k, axis=1)
+
+
+def _forward(plan: _Plan, q, k, v, mask, bias):
+    """q: [B, Tp, Hk, G, D], k: [B, Sp, Hk, D], v: [B, Sp, Hk, Dv] (the caller's layouts).
+
+    Returns o: [B, Tp, Hk, G, Dv] and lse: [B, Hk, G, Tp] (+inf on rows that see no key).
+    """
+    b, tp, hk, g, _ = q.shape
+    dv = v.shape[-1]
+    bq = plan.block_q
+
+    def block(i, qb, j, carry):
+        m, norm, acc = carry
+        kb, vb = _kv_block(k, j, plan), _kv_block(v, j, plan)
+        s = jnp.einsum("bkgqd,bksd->bkgqs", qb, kb)
+        if bias is not None:
+            s = s + _slice_ts(bias, i, j, plan)
+        keep = _keep(i, j, _slice_ts(mask, i, j, plan), plan)
+        if keep is not None:
+            s = jnp.where(keep, s, -jnp.inf)
+        m_new = jnp.maximum(m, jnp.max(s, axis=-1))
+        m_safe = jnp.where(m_new == -jnp.inf, 0.0, m_new)  # rows that saw no key yet
+        p = jnp.exp(s - m_safe[..., None])
+        correction = jnp.exp(m - m_safe)
+        norm = norm * correction + jnp.sum(p, axis=-1)
+        acc = acc * correction[..., None] + jnp.einsum("bkgqs,bksd->bkgqd", p, vb)
+        return m_new, norm, acc
+
+    def query_block(i, carry):
+        o, lse = carry
+        qb = _query_block(q, i, plan)
+        init = (
+            jnp.full((b, hk, g, bq), -jnp.inf, q.dtype),
+            jnp.zeros((b, hk, g, bq), q.dtype),
+            jnp.zeros((b, hk, g, bq, dv), q.dtype),
+        )
+        if plan.n_k == 1:
+            m, norm, acc = block(i, qb, 0, init)
+        else:
+            m, norm, acc = lax.fori_loop(
+                0, _kv_blocks_for(i, plan), functools.partial(block, i, qb), init
+            )
+        seen = norm > 0
+        ob = acc / jnp.where(seen, norm, 1.0)[..., None]
+        lseb = jnp.where(seen, m + jnp.log(jnp.where(seen, norm, 1.0)), jnp.inf)
+        o = lax.dynamic_update_slice_in_dim(o, jnp.transpose(ob, (0, 3, 1, 2, 4)), i * bq, 1)
+        lse = lax.dynamic_update_slice_in_dim(lse, lseb, i * bq, axis=3)
+        return o, lse
+
+    # Output blocks are written in place into [B, Tp, ...] buffers: no stacked copy.
+    init = (jnp.zeros((b, tp, hk, g, dv), q.dtype), jnp.zeros((b, hk, g, tp), q.dtype))
+    if plan.n_q == 1:
+        return query_block(0, init)
+    return lax.fori_loop(0, plan.n_q, query_block, init)
+
+
+def _backward(plan: _Plan, q, k, v, mask, bias, o, lse, do):
+    """Gradients of ``sum(o * do)``; shapes as in ``_forward``. Returns dq, dk, dv, dbias."""
+    b, tp, hk, g, d = q.shape
+    bq = plan.block_q
+    scale = jnp.asarray(plan.scale, q.dtype)
+    delta = jnp.transpose(jnp.sum(do * o, axis=-1), (0, 2, 3, 1))  # [B, Hk, G, Tp]
+
+    def block(i, qb, dob, lseb, deltab, j, carry):
+        dq_t, dk, dvv, dbias = carry
+        kb, vb = _kv_block(k, j, plan), _kv_block(v, j, plan)
+        # Transposed block [B, Hk, block_k, G, block_q]: every matmul below contracts the last
+        # axis of its left operand (XLA:CPU's fast path; a transposed left operand is ~3x slower).
+        s_t = jnp.einsum("bksd,bkgqd->bksgq", kb, qb)
+        if bias is not None:
+            s_t = s_t + jnp.moveaxis(_slice_ts(bias, i, j, plan), 4, 2)
+        keep = _keep(i, j, _slice_ts(mask, i, j, plan), plan)
+        p_t = jnp.exp(s_t - lseb[:, :, None])
+        if keep is not None:
+            keep_t = jnp.moveaxis(jnp.reshape(keep, (1,) * (5 - keep.ndim) + keep.shape), 4, 2)
+            p_t = jnp.where(keep_t, p_t, 0.0)
+        dp_t = jnp.einsum("bksd,bkgqd->bksgq", vb, dob)
+        ds_t = p_t * (dp_t - deltab[:, :, None])
+        dvv_blk = jnp.einsum("bksgq,bkgqd->bksd", p_t, dob)
+        dk_blk = jnp.einsum("bksgq,bkgqd->bksd", ds_t, qb)
+        dq_t = dq_t + jnp.einsum("bkds,bksgq->bkdgq", jnp.swapaxes(kb, 2, 3), ds_t)
+        dk = _add_kv_block(dk, dk_blk, j, plan)
+        dvv = _add_kv_block(dvv, dvv_blk, j, plan)
+        if dbias is not None:
+            dbias = _add_bias_grad(dbias, jnp.moveaxis(ds_t, 2, 4), i, j, plan)
+        return dq_t, dk, dvv, dbias
+
+    def query_block(i, carry):
+        dq, dk, dvv, dbias = carry
+        qb = _query_block(q, i, plan)
+        dob = jnp.transpose(lax.dynamic_slice_in_dim(do, i * bq, bq, axis=1), (0, 2, 3, 1, 4))
+        lseb = lax.dynamic_slice_in_dim(lse, i * bq, bq, axis=3)
+        deltab = lax.dynamic_slice_in_dim(delta, i * bq, bq, axis=3)
+        dq_t = jnp.zeros((b, hk, d, g, bq), q.dtype)
+        body = functools.partial(block, i, qb, dob, lseb, deltab)
+        if plan.n_k == 1:
+            dq_t, dk, dvv, dbias = body(0, (dq_t, dk, dvv, dbias))
+        else:
+            dq_t, dk, dvv, dbias = lax.fori_loop(
+                0, _kv_blocks_for(i, plan), body, (dq_t, dk, dvv, dbias)
+            )
+        # d(loss)/d(q) = scale * d(loss)/d(scaled q); [B, Hk, D, G, bq] -> [B, bq, Hk, G, D]
+        dq_b = jnp.transpose(dq_t, (0, 4, 1, 3, 2)) * scale
+        dq = lax.dynamic_update_slice_in_dim(dq, dq_b, i * bq, axis=1)
+        return dq, dk, dvv, dbias
+
+    dbias = None if bias is None else jnp.zeros(bias.shape, bias.dtype)
+    carry = (jnp.zeros_like(q), jnp.zeros_like(k), jnp.zeros_like(v), dbias)
+    if plan.n_q == 1:
+        return query_block(0, carry)
+    return lax.fori_loop(0, plan.n_q, query_block, carry)
+
+
+def _add_bias_grad(dbias, ds, i, j, plan: _Plan):
+    """Adds block ``ds [B, Hk, G, block_q, block_k]`` into ``dbias`` (its broadcast shape)."""
+    reduce = tuple(a for a in range(5) if dbias.shape[a] == 1)
+    ds = jnp.sum(ds, axis=reduce, keepdims=True)
+    starts = (
+        0, 0, 0,
+        i * plan.block_q if dbias.shape[3] != 1 else 0,
+        j * plan.block_k if dbias.shape[4] != 1 else 0,
+    )
+    old = lax.dynamic_slice(dbias, starts, ds.shape)
+    return lax.dynamic_update_slice(dbias, old + ds, starts)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _attention(plan, q, k, v, mask, bias):
+    return _forward(plan, q, k, v, mask, bias)[0]
+
+
+def _attention_fwd(plan, q, k, v, mask, bias):
+    o, lse = _forward(plan, q, k, v, mask, bias)
+    return o, (q, k, v, mask, bias, o, lse)
+
+
+def _attention_bwd(plan, residuals, do):
+    q, k, v, mask, bias, o, lse = residuals
+    dq, dk, dv, dbias = _backward(plan, q, k, v, mask, bias, o, lse, do)
+    return dq, dk, dv, None, dbias
+
+
+_attention.defvjp(_attention_fwd, _attention_bwd)
+
+
+def chunked_attention(
+    query: Array,
+    key: Array,
+    value: Array,
+    *,
+    bias: Array | None = None,
+    mask: Array | None = None,
+    is_causal: bool = False,
+    scale: float | None = None,
+    block_q: int | None = None,
+    block_k: int | None = None,
+) -> Array:
+    """Exact attention in ``O(T + S)`` memory (no ``[T, S]`` buffer, forward or backward).
+
+    Arguments are those of ``attnjax.ops.dot_product_attention`` (which validates them and
+    dispatches here for ``implementation="chunked"``):
+
+    Args:
+      query: ``[..., T, H, D]``.
+      key: ``[..., S, Hk, D]``, Hk divides H.
+      value: ``[..., S, Hk, Dv]``.
+      bias: float, broadcastable to ``[..., H, T, S]``; differentiable.
+      mask: bool, broadcastable to ``[..., H, T, S]``; True = attend.
+      is_causal: query ``i`` sees keys ``j <= i``; key blocks above the diagonal are skipped.
+      scale: logit scale, default ``1 / sqrt(D)``.
+      block_q, block_k: block sizes (default ``default_blocks``); T and S need not be
+        multiples of them (the tail block is padded and masked).
+
+    Returns:
+      ``[..., T, H, Dv]`` in the dtype of ``query``. Rows that see no key are zero, with zero
+      gradients. The softmax statistics and accumulators are float32 (float64 for float64).
+    """
+    *batch, t, h, d = query.shape
+    s, hk, dv = value.shape[-3:]
+    g = h // hk
+    auto_q, auto_k = default_blocks(t, s, is_causal)
+    block_q = auto_q if block_q is None else int(block_q)
+    block_k = auto_k if block_k is None else int(block_k)
+    if block_q < 1 or block_k < 1:
+        raise ValueError(
+            f"chunked_attention: `block_q` and `block_k` must be >= 1, got {block_q}, {block_k}"
+        )
+    block_q, block_k = min(block_q, t), min(block_k, s)
+    n_q, n_k = -(-t // block_q), -(-s // block_k)
+    tp, sp = n_q * block_q, n_k * block_k
+    compute = jnp.promote_types(query.dtype, jnp.float32)
+    scale = 1.0 / math.sqrt(d) if scale is None else scale
+    nb = int(np.prod(batch, dtype=np.int64))
+
+    # Inputs stay in the caller's layout (free reshapes to [B, T, Hk, G, D], [B, S, Hk, D]):
+    # blocks are transposed as they are read, so no full-size copy is made.
+    q = query.astype(compute).reshape(nb, t, hk, g, d)
+    if isinstance(scale, (int, float)):
+        static_scale = float(scale)
+    else:  # a traced scale (e.g. a learned temperature): fold it into q so it gets a gradient
+        q, static_scale = q * jnp.asarray(scale).astype(compute), 1.0
+    k = key.astype(compute).reshape(nb, s, hk, d)
+    v = value.astype(compute).reshape(nb, s, hk, dv)
+    q = _pad_axis(q, 1, tp, 0.0)
+    k, v = _pad_axis(k, 1, sp, 0.0), _pad_axis(v, 1, sp, 0.0)
+    if mask is not None:
+        mask = _normalise(mask, tuple(batch), h, hk)
+        mask = _pad_axis(_pad_axis(mask, 3, tp, False), 4, sp, False)
+    if bias is not None:
+        bias = _normalise(bias.astype(compute), tuple(batch), h, hk)
+        bias = _pad_axis(_pad_axis(bias, 3, tp, 0.0), 4, sp, 0.0)
+    plan = _Plan(
+        t, s, block_q, block_k, n_q, n_k, bool(is_causal),
+        mask is not None, bias is not None, static_scale,
+    )
+    o = _attention(plan, q, k, v, mask, bias)
+    o = o[:, :t].reshape(*batch, t, h, dv)
+    return o.astype(query.dtype)
