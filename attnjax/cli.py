@@ -1,11 +1,15 @@
-"""The ``attnjax`` command: run the experiments of a repository checkout.
+"""The ``attnjax`` command: run the experiments of a repository checkout, or cost attention.
 
     attnjax list                 the registered experiments and the claims they test
     attnjax run NAME [ARGS...]   python -m experiments.NAME ARGS...
     attnjax tour [ARGS...]       python -m experiments.tour ARGS...  (--smoke, --workdir DIR)
+    attnjax cost --seq-len T --heads H --head-dim D [--layers L] [--batch B] [--causal]
+                 [--dtype float32|bfloat16|float16] [--backward] [--d-model N] [--json]
+                                 pairs, FLOPs and memory of attention (attnjax.cost; -h: all)
 
 ``experiments/`` sits next to the ``attnjax`` package in the checkout and is not part of
-the installed package, so this only works for an editable install (``pip install -e .``).
+the installed package, so ``list``, ``run`` and ``tour`` only work for an editable install
+(``pip install -e .``); ``cost`` is arithmetic and works from any install.
 """
 
 from __future__ import annotations
@@ -65,6 +69,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"usage:\n{USAGE}")
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
+    if command == "cost":  # before _use_checkout: needs no experiments/
+        from attnjax import cost
+
+        return cost.main(rest)
     if command not in ("list", "run", "tour"):
         print(f"attnjax: unknown command {command!r}\nusage:\n{USAGE}", file=sys.stderr)
         return 2
