@@ -71,5 +71,10 @@ REGISTRY: dict[str, Experiment] = {
             claim="attention processes the whole sequence in one parallel sweep, where an RNN "
             "needs one sequential step per token",
         ),
+        Experiment(
+            name="scaling",
+            claim="attention's cost scales quadratically with sequence length: doubling the "
+            "tokens roughly quadruples the computation",
+        ),
     )
 }
