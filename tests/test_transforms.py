@@ -27,6 +27,14 @@ def eager(q, k, v, mask):
     return ops.dot_product_attention(q, k, v, mask=mask, is_causal=True)
 
 
+def chunked(q, k, v, mask):
+    # Blocks smaller than T and S, not dividing them: the loops, padding and causal skip run.
+    return ops.chunked_attention(q, k, v, mask=mask, is_causal=True, block_q=4, block_k=3)
+
+
+ATTENTION = pytest.mark.parametrize("attend", [eager, chunked], ids=["xla", "chunked"])
+
+
 def test_jit_equals_eager(inputs):
     np.testing.assert_allclose(jax.jit(eager)(*inputs), eager(*inputs), atol=1e-6)
 
@@ -42,13 +50,14 @@ def test_vmap_over_an_extra_axis_equals_the_batched_call(inputs):
     )
 
 
-def test_grad_through_jit_and_vmap_matches_plain_grad(inputs):
+@ATTENTION
+def test_grad_through_jit_and_vmap_matches_plain_grad(inputs, attend):
     q, k, v, mask = inputs
-    loss = lambda q, k, v: jnp.sum(eager(q, k, v, mask) ** 2)  # noqa: E731
+    loss = lambda q, k, v: jnp.sum(attend(q, k, v, mask) ** 2)  # noqa: E731
     plain = jax.grad(loss, (0, 1, 2))(q, k, v)  # eager: op by op
     jitted = jax.jit(jax.grad(loss, (0, 1, 2)))(q, k, v)
     per_example = jax.vmap(
-        jax.grad(lambda q, k, v, m: jnp.sum(eager(q[None], k[None], v[None], m[None]) ** 2),
+        jax.grad(lambda q, k, v, m: jnp.sum(attend(q[None], k[None], v[None], m[None]) ** 2),
                  (0, 1, 2))
     )(q, k, v, mask)
     for a, b, c in zip(plain, jitted, per_example, strict=True):
@@ -56,21 +65,23 @@ def test_grad_through_jit_and_vmap_matches_plain_grad(inputs):
         np.testing.assert_allclose(a, c, atol=1e-5)
 
 
-def test_pmap_over_8_devices_equals_single_device(inputs):
+@ATTENTION
+def test_pmap_over_8_devices_equals_single_device(inputs, attend):
     assert jax.device_count() == 8, "conftest.py sets 8 virtual CPU devices"
     q, k, v, mask = inputs
     split = lambda x: x.reshape(8, B // 8, *x.shape[1:])  # noqa: E731
-    out = jax.pmap(eager)(split(q), split(k), split(v), split(mask))
+    out = jax.pmap(attend)(split(q), split(k), split(v), split(mask))
     np.testing.assert_allclose(out.reshape(q.shape), eager(q, k, v, mask), atol=1e-6)
 
 
-def test_sharded_jit_over_batch_and_heads(inputs):
+@ATTENTION
+def test_sharded_jit_over_batch_and_heads(inputs, attend):
     q, k, v, mask = inputs
     mesh = jax.make_mesh((4, 2), ("data", "model"))
     heads = NamedSharding(mesh, P("data", None, "model", None))
     mask_sharding = NamedSharding(mesh, P("data"))
     placed = [jax.device_put(x, heads) for x in (q, k, v)] + [jax.device_put(mask, mask_sharding)]
-    out = jax.jit(eager, out_shardings=heads)(*placed)
+    out = jax.jit(attend, out_shardings=heads)(*placed)
     assert out.sharding == heads
     np.testing.assert_allclose(out, eager(q, k, v, mask), atol=1e-6)
 

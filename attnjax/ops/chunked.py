@@ -137,6 +137,13 @@ def _add_kv_block(x, xb, j, plan: _Plan):
     return lax.dynamic_update_slice_in_dim(x, new, j * plan.block_k, axis=1)
 
 
+def _zeros_with_last(x, size: int):
+    """Zeros shaped like ``x`` but with last axis ``size``. Derived from ``x`` (not
+    ``jnp.zeros(shape)``) so that they carry its sharding: under explicit sharding a buffer
+    and the blocks written into it must agree."""
+    return jnp.broadcast_to(jnp.zeros_like(x[..., :1]), (*x.shape[:-1], size))
+
+
 def _forward(plan: _Plan, q, k, v, mask, bias):
     """q: [B, Tp, Hk, G, D], k: [B, Sp, Hk, D], v: [B, Sp, Hk, Dv] (the caller's layouts).
 
@@ -167,9 +174,9 @@ def _forward(plan: _Plan, q, k, v, mask, bias):
         o, lse = carry
         qb = _query_block(q, i, plan)
         init = (
-            jnp.full((b, hk, g, bq), -jnp.inf, q.dtype),
-            jnp.zeros((b, hk, g, bq), q.dtype),
-            jnp.zeros((b, hk, g, bq, dv), q.dtype),
+            jnp.full_like(qb[..., 0], -jnp.inf),
+            jnp.zeros_like(qb[..., 0]),
+            _zeros_with_last(qb, dv),
         )
         if plan.n_k == 1:
             m, norm, acc = block(i, qb, 0, init)
@@ -185,7 +192,7 @@ def _forward(plan: _Plan, q, k, v, mask, bias):
         return o, lse
 
     # Output blocks are written in place into [B, Tp, ...] buffers: no stacked copy.
-    init = (jnp.zeros((b, tp, hk, g, dv), q.dtype), jnp.zeros((b, hk, g, tp), q.dtype))
+    init = (_zeros_with_last(q, dv), jnp.transpose(jnp.zeros_like(q[..., 0]), (0, 2, 3, 1)))
     if plan.n_q == 1:
         return query_block(0, init)
     return lax.fori_loop(0, plan.n_q, query_block, init)
@@ -228,7 +235,7 @@ def _backward(plan: _Plan, q, k, v, mask, bias, o, lse, do):
         dob = jnp.transpose(lax.dynamic_slice_in_dim(do, i * bq, bq, axis=1), (0, 2, 3, 1, 4))
         lseb = lax.dynamic_slice_in_dim(lse, i * bq, bq, axis=3)
         deltab = lax.dynamic_slice_in_dim(delta, i * bq, bq, axis=3)
-        dq_t = jnp.zeros((b, hk, d, g, bq), q.dtype)
+        dq_t = jnp.zeros_like(jnp.transpose(qb, (0, 1, 4, 2, 3)))
         body = functools.partial(block, i, qb, dob, lseb, deltab)
         if plan.n_k == 1:
             dq_t, dk, dvv, dbias = body(0, (dq_t, dk, dvv, dbias))
@@ -241,7 +248,7 @@ def _backward(plan: _Plan, q, k, v, mask, bias, o, lse, do):
         dq = lax.dynamic_update_slice_in_dim(dq, dq_b, i * bq, axis=1)
         return dq, dk, dvv, dbias
 
-    dbias = None if bias is None else jnp.zeros(bias.shape, bias.dtype)
+    dbias = None if bias is None else jnp.zeros_like(bias)
     carry = (jnp.zeros_like(q), jnp.zeros_like(k), jnp.zeros_like(v), dbias)
     if plan.n_q == 1:
         return query_block(0, carry)
