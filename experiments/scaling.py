@@ -482,6 +482,8 @@ def measure_row(impl, mode, causal, group: Group, inputs: Inputs, history, confi
         prepared.call()
         row["first_call_seconds"] = time.perf_counter() - tic
         row["peak_rss_increment_bytes"] = peak_rss_increment(prepared.call)
+        # The whole process's resident peak during that call (since the reset above).
+        row["process_peak_bytes"] = _status_bytes("VmHWM")
         row.update(time_calls(prepared.call, config))
     except Exception as e:  # noqa: BLE001 - e.g. an allocation failure at run time
         return {**row, "status": "error", "reason": f"{type(e).__name__}: {e}"}
@@ -738,8 +740,12 @@ def verdict_of(results: dict, config) -> dict:
                 f"N^{e:.2f} for {impl}" for impl, e in sub_quadratic_memory.items()) + ")"
     elif inside:
         worst = ", ".join(f"{k} N^{e:.2f}" for k, e in sorted(outside.items())[:4])
+        above = all(e > hi for e in outside.values())
         verdict = (f"mixed: {len(inside)} of {len(exponents)} series grow as N^{lo}-N^{hi}, "
-                   f"the others do not ({worst})")
+                   + (f"the others faster than N^{hi} ({worst}): doubling the tokens "
+                      "quadruples the work, and more than quadruples the time of the "
+                      "implementations whose N x N scores leave the cache"
+                      if above else f"the others do not ({worst})"))
     else:
         direction = "slower" if max(outside.values()) < lo else "other"
         verdict = (f"claim does not hold here: no series grows quadratically over "

@@ -353,6 +353,7 @@ def _synthetic_rows(config, exponents):
     [
         ({"xla": 2.0, "naive": 1.9}, "claim holds"),
         ({"xla": 2.0, "naive": 1.2}, "mixed"),
+        ({"xla": 2.0, "naive": 2.6}, "mixed"),
         ({"xla": 0.8, "naive": 1.1}, "claim does not hold"),
     ],
 )
@@ -368,7 +369,10 @@ def test_scaling_verdict_follows_the_fitted_time_exponents(exponents, verdict):
     memory = results["fits_in_machine_memory"]["xla"]["fwd"]
     assert memory["extrapolated"]
     assert memory["max_length"] == pytest.approx(math.sqrt(24 * 2**30 / 4), abs=1)
-    assert scaling.verdict_of(results, config)["verdict"].startswith(verdict)
+    text = scaling.verdict_of(results, config)["verdict"]
+    assert text.startswith(verdict)
+    # Super-quadratic series are called that, not merely "not quadratic".
+    assert ("faster than N^2.3" in text) == (max(exponents.values()) > 2.3)
 
 
 def test_scaling_tour_smoke_measures_every_row_against_jax_nn(tour_smoke):

@@ -260,8 +260,9 @@ def _weights(query, key, bias, mask, is_causal, scale):
     if scale is None:
         scale = 1.0 / math.sqrt(d)
     compute_dtype = _softmax_dtype(query.dtype)
-    # No copy of the K heads (grouped-query attention), and the query is the left operand, so the [T, S] result needs no transpose (XLA:CPU then
-    # fuses the matmul, the scale and the softmax into one kernel, as for jax.nn).
+    # No copy of the K heads (grouped-query attention), and the query is the left operand,
+    # so the [T, S] result needs no transpose (XLA:CPU then fuses the matmul, the scale and
+    # the softmax into one kernel, as for jax.nn).
     n = len(batch)
     lead = tuple(range(n + 1))
     grouped = jnp.moveaxis(query.reshape(*batch, t, hk, groups, d), n, n + 2)
