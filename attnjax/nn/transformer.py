@@ -20,6 +20,11 @@ from attnjax.nn.attention import MultiHeadAttention
 
 Array = jax.Array
 POSITIONS = ("none", "sinusoidal", "learned", "rope", "alibi")
+ACTIVATIONS = {
+    "relu": nn.relu,
+    "gelu": nn.gelu,  # tanh approximation
+    "gelu_exact": lambda x: nn.gelu(x, approximate=False),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,7 +46,11 @@ class TransformerConfig:
       tie_embeddings: output projection = transposed decoder token embedding (Press & Wolf 2017).
       normalize_qk: LayerNorm on queries and keys (QK-norm).
       pad_id: padding token id, masked out of attention.
-      activation: ``"relu"`` (the paper) or ``"gelu"``.
+      activation: ``"relu"`` (the paper), ``"gelu"`` (tanh approximation, flax's default) or
+        ``"gelu_exact"`` (the erf form, BERT's ``hidden_act="gelu"``).
+      layer_norm_epsilon: epsilon of every LayerNorm (BERT: 1e-12).
+      type_vocab_size: > 0 adds token-type (segment) embeddings to the encoder input (BERT).
+      embedding_norm: LayerNorm on the encoder's summed input embeddings (BERT).
       decode: build modules for step-by-step decoding with a KV cache.
       attention_cls: the attention module class; default ``MultiHeadAttention``. Anything
         with its constructor and call signature fits: an ablation wrapper, or a peer
@@ -65,6 +74,9 @@ class TransformerConfig:
     normalize_qk: bool = False
     pad_id: int = 0
     activation: str = "relu"
+    layer_norm_epsilon: float = 1e-6
+    type_vocab_size: int = 0
+    embedding_norm: bool = False
     rope_base: float = 10_000.0
     decode: bool = False
     dtype: Any = jnp.float32
@@ -80,9 +92,9 @@ class TransformerConfig:
                 f"TransformerConfig: `num_heads`={self.num_heads} must divide "
                 f"model_dim={self.model_dim}"
             )
-        if self.activation not in ("relu", "gelu"):
+        if self.activation not in ACTIVATIONS:
             raise ValueError(
-                f"TransformerConfig: `activation` must be 'relu' or 'gelu', got "
+                f"TransformerConfig: `activation` must be one of {tuple(ACTIVATIONS)}, got "
                 f"{self.activation!r}"
             )
 
@@ -139,7 +151,7 @@ class MlpBlock(nn.Module):
     @nn.compact
     def __call__(self, x: Array, *, deterministic: bool = True) -> Array:
         cfg = self.config
-        activation = nn.relu if cfg.activation == "relu" else nn.gelu
+        activation = ACTIVATIONS[cfg.activation]
         h = activation(nn.Dense(cfg.mlp_dim, dtype=cfg.dtype, name="wi")(x))
         h = nn.Dropout(cfg.dropout_rate)(h, deterministic=deterministic)
         return nn.Dense(x.shape[-1], dtype=cfg.dtype, name="wo")(h)
@@ -153,7 +165,7 @@ class _Residual(nn.Module):
     @nn.compact
     def __call__(self, x: Array, sublayer, *, deterministic: bool) -> Array:
         cfg = self.config
-        norm = nn.LayerNorm(dtype=cfg.dtype, name="norm")
+        norm = nn.LayerNorm(epsilon=cfg.layer_norm_epsilon, dtype=cfg.dtype, name="norm")
         h = sublayer(norm(x) if cfg.pre_ln else x)
         h = nn.Dropout(cfg.dropout_rate)(h, deterministic=deterministic)
         return x + h if cfg.pre_ln else norm(x + h)
@@ -257,10 +269,22 @@ class Encoder(nn.Module):
     config: TransformerConfig
 
     @nn.compact
-    def __call__(self, tokens: Array, *, deterministic: bool = True) -> Array:
-        """tokens: ``[B, S]`` ids (``pad_id`` is masked). Returns ``[B, S, D]``."""
+    def __call__(
+        self, tokens: Array, *, token_types: Array | None = None, deterministic: bool = True
+    ) -> Array:
+        """tokens: ``[B, S]`` ids (``pad_id`` is masked). Returns ``[B, S, D]``.
+
+        token_types: ``[B, S]`` segment ids when ``type_vocab_size > 0``; default all 0.
+        """
         cfg = self.config
         _check_tokens("tokens", tokens)
+        if token_types is not None and cfg.type_vocab_size == 0:
+            raise ValueError("Encoder: `token_types` given but config.type_vocab_size is 0")
+        if token_types is not None and token_types.shape != tokens.shape:
+            raise ValueError(
+                f"Encoder: `token_types` must have the shape of `tokens` {list(tokens.shape)}, "
+                f"got {list(token_types.shape)}"
+            )
         x = _embed(cfg, cfg.vocab_size, "embed")(tokens)
         # Gradient hook (analysis.input_gradient_norms): a no-op unless a 'perturbations'
         # collection is passed or mutable. Not created at init, so `variables` from init
@@ -268,13 +292,20 @@ class Encoder(nn.Module):
         if not self.is_initializing():
             x = self.perturb("embeddings", x)
         x = PositionEmbedding(cfg.replace(decode=False), name="position")(x)
+        if cfg.type_vocab_size:
+            types = jnp.zeros_like(tokens) if token_types is None else token_types
+            x = x + nn.Embed(cfg.type_vocab_size, cfg.model_dim, name="token_type")(types)
+        if cfg.embedding_norm:
+            x = nn.LayerNorm(epsilon=cfg.layer_norm_epsilon, dtype=cfg.dtype, name="embed_norm")(x)
         x = nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
         mask = ops.padding_mask_from_tokens(tokens, pad_id=cfg.pad_id)
         for i in range(cfg.num_layers):
             x = EncoderLayer(cfg.replace(decode=False), name=f"layer_{i}")(
                 x, mask, deterministic=deterministic
             )
-        return nn.LayerNorm(dtype=cfg.dtype, name="final_norm")(x) if cfg.pre_ln else x
+        if not cfg.pre_ln:
+            return x
+        return nn.LayerNorm(epsilon=cfg.layer_norm_epsilon, dtype=cfg.dtype, name="final_norm")(x)
 
 
 class Decoder(nn.Module):
@@ -326,7 +357,7 @@ class Decoder(nn.Module):
                 deterministic=deterministic,
             )
         if cfg.pre_ln:
-            x = nn.LayerNorm(dtype=cfg.dtype, name="final_norm")(x)
+            x = nn.LayerNorm(epsilon=cfg.layer_norm_epsilon, dtype=cfg.dtype, name="final_norm")(x)
         if cfg.tie_embeddings:
             return embed.attend(x) / math.sqrt(cfg.model_dim)
         return nn.Dense(self.vocab_size, dtype=cfg.dtype, name="logits")(x)
