@@ -43,6 +43,11 @@ VERDICTS = ("claim holds", "claim does not hold", "mixed")
 RunFn = Callable[[ml_collections.ConfigDict, "RunDir"], dict]
 
 
+class Skipped(Exception):
+    """Raised by an experiment that cannot run here (e.g. an optional model package is not
+    installed); the message says why and how to fix it. The tour reports it as skipped."""
+
+
 # --------------------------------------------------------------------------- configs
 
 
@@ -426,7 +431,10 @@ def main(name: str, run_fn: RunFn, argv: Sequence[str] | None = None) -> dict:
     run_dir = RunDir.create(name, args.workdir)
     print(f"{name}: config {args.config}" + (f" {' '.join(overrides)}" if overrides else ""))
     print(format_config(config))
-    results = run_experiment(name, run_fn, config, run_dir)
+    try:
+        results = run_experiment(name, run_fn, config, run_dir)
+    except Skipped as e:
+        raise SystemExit(f"{name}: skipped: {e}") from None
     print(f"measured: {results['measured']}")
     print(f"verdict: {results['verdict']}")
     print(f"results written to {run_dir.path}/")

@@ -72,6 +72,21 @@ REGISTRY: dict[str, Experiment] = {
             "needs one sequential step per token",
         ),
         Experiment(
+            name="contextual_meaning",
+            claim="attention makes the same word mean different things in different contexts "
+            "(\"bank\" near \"river\" vs near \"money\") in a real pretrained model",
+        ),
+        Experiment(
+            name="pretrained_heads",
+            claim="in a real pretrained model, some attention head sends \"it\" to its "
+            "antecedent (\"The trophy didn't fit in the suitcase because it was too big\")",
+        ),
+        Experiment(
+            name="retrieval",
+            claim="sentence embeddings built by attention retrieve passages by meaning, "
+            "not only by shared words",
+        ),
+        Experiment(
             name="scaling",
             claim="attention's cost scales quadratically with sequence length: doubling the "
             "tokens roughly quadruples the computation",

@@ -5,7 +5,9 @@
 Each experiment runs in its tour variant (``--smoke``: its smoke variant) into
 ``runs/tour/<time>/<name>/``, and ``runs/tour/<time>/REPORT.md`` gets one table row per
 claim (claim, experiment, measured result, verdict, figures), with the environment it ran
-in. ``results.json`` beside it holds the same rows for scripts. An experiment that crashes
+in. ``results.json`` beside it holds the same rows for scripts. An experiment that cannot
+run here (``attnjax.experiment.Skipped``: an optional model package is missing) gets a
+"skipped" row saying why. An experiment that crashes
 gets an error row and its traceback in the report, the others still run, and the exit
 status is 1.
 """
@@ -73,13 +75,15 @@ def _git_revision() -> str:
 
 
 def run_one(spec: Experiment, variant: str, run_dir: experiment.RunDir) -> dict:
-    """Runs one experiment; returns its report row (``status`` "ok" or "error")."""
+    """Runs one experiment; returns its report row (``status`` "ok", "skipped" or "error")."""
     row = {"name": spec.name, "claim": spec.claim, "variant": variant, "dir": spec.name}
     start = time.perf_counter()
     try:
         module = importlib.import_module(spec.module)
         config = experiment.load_config(f"{spec.config}:{variant}")
         results = experiment.run_experiment(spec.name, module.run, config, run_dir)
+    except experiment.Skipped as e:
+        row.update(status="skipped", measured="", verdict=f"skipped: {e}", figures=[])
     except Exception:  # one crashing experiment must not stop the tour
         error = traceback.format_exc()
         (run_dir.path / "error.txt").write_text(error)
@@ -132,7 +136,7 @@ def render_report(rows: list[dict], env: dict[str, str], smoke: bool, started: s
             f"[`{row['name']}`]({row['dir']}/) `:{row['variant']}`, {row['wall_time_s']} s"
         )
         figures = ", ".join(f"[{f}]({row['dir']}/{f})" for f in row["figures"]) or "-"
-        verdict = _verdict_cell(row["verdict"]) if row["status"] == "ok" else "**crashed**"
+        verdict = "**crashed**" if row["status"] == "error" else _verdict_cell(row["verdict"])
         lines.append(
             f"| {_cell(row['claim'])} | {experiment_cell} | {_cell(row['measured']) or '-'} "
             f"| {verdict} | {figures} |"
@@ -143,7 +147,7 @@ def render_report(rows: list[dict], env: dict[str, str], smoke: bool, started: s
         for row in figure_rows:
             lines += ["", f"### {row['name']}", ""]
             lines += [f"![{row['name']}: {f}]({row['dir']}/{f})" for f in row["figures"]]
-    failed = [row for row in rows if row["status"] != "ok"]
+    failed = [row for row in rows if row["status"] == "error"]
     if failed:
         lines += ["", "## Errors"]
         for row in failed:
@@ -184,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = tour_dir.path / "REPORT.md"
     report.write_text(render_report(rows, env, args.smoke, started))
     tour_dir.write_results({"smoke": args.smoke, "environment": env, "experiments": rows})
-    failed = [row["name"] for row in rows if row["status"] != "ok"]
+    failed = [row["name"] for row in rows if row["status"] == "error"]
     print(f"report: {report}")
     if failed:
         print(f"crashed: {', '.join(failed)} (tracebacks in the report)", file=sys.stderr)
