@@ -1,5 +1,6 @@
-"""Analysis of attention: alignment scoring, probes of where attention goes, and how far
-gradients reach back."""
+"""Analysis of attention: alignment scoring, probes of where attention goes, how far
+gradients reach back, what each head does (scores, ablation), attention rollout and flow,
+and attributions to compare attention with."""
 
 from attnjax.analysis.alignment import (
     alignment_error_rate,
@@ -8,11 +9,31 @@ from attnjax.analysis.alignment import (
     diagonal_links,
     head_aers,
 )
+from attnjax.analysis.attribution import (
+    embedding_function,
+    gradient_x_input,
+    kendall_tau,
+    leave_one_out,
+    spearman,
+)
 from attnjax.analysis.capture import capture_attention, layer_paths, stack_layers
+from attnjax.analysis.flow import attention_flow, attention_rollout
+from attnjax.analysis.heads import ablate_heads, head_outputs, head_scores, mean_head_outputs
 from attnjax.analysis.probes import antecedent_probe, input_gradient_norms
 
 __all__ = [
+    "ablate_heads",
     "alignment_error_rate",
+    "attention_flow",
+    "attention_rollout",
+    "embedding_function",
+    "gradient_x_input",
+    "head_outputs",
+    "head_scores",
+    "kendall_tau",
+    "leave_one_out",
+    "mean_head_outputs",
+    "spearman",
     "antecedent_probe",
     "argmax_links",
     "capture_attention",
