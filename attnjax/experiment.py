@@ -360,7 +360,7 @@ def check_results(name: str, results: Mapping[str, Any], run_dir: RunDir) -> Non
             f"experiment {name!r}: verdict must start with one of {VERDICTS}, "
             f"got {results['verdict']!r}"
         )
-    for figure in results.get("figures", ()):
+    for figure in [*results.get("figures", ()), *results.get("pages", ())]:
         if not (run_dir.path / figure).is_file():
             raise ValueError(f"experiment {name!r}: listed figure {figure!r} was not written")
 

@@ -132,6 +132,7 @@ def run(config: ml_collections.ConfigDict, run_dir: experiment.RunDir) -> dict:
     }
     results["figures"] = [plot_heads(accuracy, run_dir), plot_seed(model, (int(layer), int(head)),
                                                                    run_dir)]
+    results["pages"] = [head_view(model, run_dir)]
     results.update(verdict_of(results, config))
     for seed in seeds:
         print(seed["bars"])
@@ -239,6 +240,19 @@ def plot_seed(model, best: tuple[int, int], run_dir: experiment.RunDir) -> str:
     viz.save_attention_grid(
         path, maps, titles=[f"layer {layer}, head {best[1]}" for layer in range(len(maps))],
         suptitle=f"{sentence} (head {best[1]}: the best pronoun head's index, every layer)")
+    return path.name
+
+
+def head_view(model, run_dir: experiment.RunDir) -> str:
+    """Every layer and head of the model on the seed sentences, as an interactive page."""
+    views = {}
+    for sentence, *_ in SEED_SENTENCES:
+        encoded = model.encode([sentence], attention=True)
+        length = int(encoded.valid[0].sum())
+        tokens = encoded.pieces[0][:length]
+        views[sentence] = (encoded.attention[:, 0, :, :length, :length], tokens, tokens)
+    path = viz.save_head_view(run_dir.path / "head_view.html", views,
+                              title="all-MiniLM-L6-v2 self-attention (attnjax import)")
     return path.name
 
 

@@ -94,6 +94,7 @@ def run_one(spec: Experiment, variant: str, run_dir: experiment.RunDir) -> dict:
             measured=results["measured"],
             verdict=results["verdict"],
             figures=list(results.get("figures", [])),
+            pages=list(results.get("pages", [])),  # interactive HTML, linked from the report
         )
     row["wall_time_s"] = round(time.perf_counter() - start, 1)
     return row
@@ -135,7 +136,8 @@ def render_report(rows: list[dict], env: dict[str, str], smoke: bool, started: s
         experiment_cell = (
             f"[`{row['name']}`]({row['dir']}/) `:{row['variant']}`, {row['wall_time_s']} s"
         )
-        figures = ", ".join(f"[{f}]({row['dir']}/{f})" for f in row["figures"]) or "-"
+        figures = ", ".join(f"[{f}]({row['dir']}/{f})"
+                            for f in [*row["figures"], *row.get("pages", [])]) or "-"
         verdict = "**crashed**" if row["status"] == "error" else _verdict_cell(row["verdict"])
         lines.append(
             f"| {_cell(row['claim'])} | {experiment_cell} | {_cell(row['measured']) or '-'} "

@@ -206,6 +206,11 @@ def test_pretrained_experiments_smoke_runs_write_verdicts_and_figures(tour_smoke
         assert (tour_dir / name / figure).read_bytes()[:4] == b"\x89PNG"
     report = (tour_dir / "REPORT.md").read_text()
     assert f"[`{name}`]" in report
+    for page in results.get("pages", []):  # the head view: linked, self-contained
+        assert f"({name}/{page})" in report
+        assert "<script src" not in (tour_dir / name / page).read_text()
+    if name == "pretrained_heads":
+        assert results["pages"] == ["head_view.html"]
 
 
 def test_fixture_is_small_and_holds_every_sentence(reference):

@@ -77,3 +77,27 @@ def save_attention_grid(
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def save_head_grid(
+    path: str | Path,
+    weights: np.ndarray,
+    query_tokens: Sequence[str],
+    key_tokens: Sequence[str] | None = None,
+    *,
+    suptitle: str | None = None,
+) -> Path:
+    """Save every head of every layer, ``weights [L, H, T, S]``, as one PNG: a row per
+    layer, a column per head."""
+    weights = np.asarray(weights, np.float32)
+    key_tokens = query_tokens if key_tokens is None else key_tokens
+    if weights.ndim != 4 or weights.shape[2:] != (len(query_tokens), len(key_tokens)):
+        raise ValueError(
+            f"save_head_grid: `weights` must be [L, H, T={len(query_tokens)}, "
+            f"S={len(key_tokens)}], got {list(weights.shape)}"
+        )
+    layers, heads = weights.shape[:2]
+    pairs = [(layer, head) for layer in range(layers) for head in range(heads)]
+    maps = [(weights[layer, head], query_tokens, key_tokens) for layer, head in pairs]
+    titles = [f"layer {layer} head {head}" for layer, head in pairs]
+    return save_attention_grid(path, maps, titles=titles, columns=heads, suptitle=suptitle)
