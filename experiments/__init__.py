@@ -87,6 +87,11 @@ REGISTRY: dict[str, Experiment] = {
             "not only by shared words",
         ),
         Experiment(
+            name="induction",
+            claim="in-context learning involves patterns in the attention weights: induction "
+            "heads look back at what followed the previous occurrence of the current token",
+        ),
+        Experiment(
             name="scaling",
             claim="attention's cost scales quadratically with sequence length: doubling the "
             "tokens roughly quadruples the computation",

@@ -191,3 +191,48 @@ def test_rank_correlations_match_scipy():
         assert analysis.kendall_tau(a, b) == pytest.approx(stats.kendalltau(a, b).statistic)
         assert analysis.spearman(a, b) == pytest.approx(stats.spearmanr(a, b).statistic)
     assert analysis.kendall_tau([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+
+
+# --------------------------------------------------------------------------- induction
+
+
+def test_repeated_sequences_are_bos_x_x_and_step_pure():
+    from attnjax.data import induction
+
+    batch = induction.batch_at(7, seed=0, batch_size=4, half_length=5, vocab_size=10)["tokens"]
+    assert batch.shape == (4, 11) and (batch[:, 0] == induction.BOS_ID).all()
+    np.testing.assert_array_equal(batch[:, 1:6], batch[:, 6:])
+    assert batch[:, 1:].min() >= induction.FIRST_TOKEN_ID and batch.max() < 10
+    again = induction.batch_at(7, seed=0, batch_size=4, half_length=5, vocab_size=10)["tokens"]
+    np.testing.assert_array_equal(batch, again)
+
+
+def test_hand_set_induction_and_previous_token_heads_score_one():
+    from experiments import induction as experiment_induction
+
+    n = 5
+    t = 2 * n  # inputs [BOS, x_1..x_n, x_1..x_(n-1)]
+    induction_head = np.zeros((t, t))
+    induction_head[np.arange(t), np.arange(t)] = 1.0
+    for q in range(n + 1, t):  # second-half x_j attends to the token after the first x_j
+        induction_head[q] = 0.0
+        induction_head[q, q - n + 1] = 1.0
+    weights = np.stack([shifted(t, -1), induction_head])[None]  # [B=1, H=2, T, T]
+    scores = experiment_induction.head_pattern_scores(weights[None], n)  # [L=1, ...]
+    np.testing.assert_allclose(scores["prefix_matching"][0], [0.0, 1.0])
+    np.testing.assert_allclose(scores["previous_token"][0], [1.0, 0.0], atol=1e-12)
+
+
+def test_induction_smoke_run_reports_timeline_and_ablations(tour_smoke):
+    import json
+
+    tour_dir, _ = tour_smoke
+    results = json.loads((tour_dir / "induction" / "results.json").read_text())
+    assert results["verdict"].startswith(("claim holds", "claim does not hold", "mixed"))
+    assert set(results["timeline"]) == {"induction_head_step", "icl_step", "together"}
+    ablation = results["ablation"]
+    assert ablation["without_layer_0"] >= 0 and ablation["intact_second_half_loss"] >= 0
+    evals = [json.loads(line) for line in (tour_dir / "induction" / "metrics.jsonl")
+             .read_text().splitlines() if '"eval"' in line]
+    assert len(evals) >= 2 and len(evals[-1]["prefix_matching"]) == 2  # [L, H] per eval
+    assert (tour_dir / "induction" / "induction.png").read_bytes()[:4] == b"\x89PNG"

@@ -37,7 +37,8 @@ class TransformerConfig:
       model_dim: width of the residual stream.
       num_heads: attention heads per layer; num_kv_heads: key/value heads (GQA), default all.
       num_layers: encoder layers (or LM layers); num_decoder_layers: default ``num_layers``.
-      mlp_dim: hidden width of the position-wise MLP.
+      mlp_dim: hidden width of the position-wise MLP; 0 = no MLP blocks (an attention-only
+        transformer, as in Elhage et al. 2021 and Olsson et al. 2022).
       max_len: longest sequence (learned position table size, decode cache size).
       dropout_rate: on embeddings and residual branches; attention_dropout_rate: on weights.
       position: ``"none" | "sinusoidal" | "learned" | "rope" | "alibi"``. Without one,
@@ -199,6 +200,8 @@ class EncoderLayer(nn.Module):
             x, lambda h: attention(h, mask=mask, deterministic=deterministic),
             deterministic=deterministic,
         )
+        if not cfg.mlp_dim:  # attention-only
+            return x
         mlp = MlpBlock(cfg, name="mlp")
         return _Residual(cfg, name="mlp_block")(
             x, lambda h: mlp(h, deterministic=deterministic), deterministic=deterministic
@@ -242,6 +245,8 @@ class DecoderLayer(nn.Module):
                 ),
                 deterministic=deterministic,
             )
+        if not cfg.mlp_dim:  # attention-only
+            return x
         mlp = MlpBlock(cfg, name="mlp")
         return _Residual(cfg, name="mlp_block")(
             x, lambda h: mlp(h, deterministic=deterministic), deterministic=deterministic
