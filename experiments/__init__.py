@@ -87,6 +87,12 @@ REGISTRY: dict[str, Experiment] = {
             "not only by shared words",
         ),
         Experiment(
+            name="explanation",
+            claim="high attention weight is not the same as high importance: attention can "
+            "disagree with measured importance, and very different attention can give the "
+            "same output",
+        ),
+        Experiment(
             name="induction",
             claim="in-context learning involves patterns in the attention weights: induction "
             "heads look back at what followed the previous occurrence of the current token",

@@ -236,3 +236,86 @@ def test_induction_smoke_run_reports_timeline_and_ablations(tour_smoke):
              .read_text().splitlines() if '"eval"' in line]
     assert len(evals) >= 2 and len(evals[-1]["prefix_matching"]) == 2  # [L, H] per eval
     assert (tour_dir / "induction" / "induction.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_replacing_attention_with_its_own_weights_changes_nothing_and_uniform_averages(encoder):
+    model, variables, tokens = encoder
+    out, maps = analysis.capture_attention(model, variables, tokens)
+    same = analysis.with_attention_weights(model, variables, tokens, weights=maps)
+    np.testing.assert_allclose(same, out, atol=1e-5)
+    path = "layer_1/self_attention"
+    uniform = jnp.full(maps[path].shape, 1.0 / tokens.shape[1])
+    got = analysis.with_attention_weights(model, variables, tokens, weights={path: uniform})
+    # Known answer: uniform weights make every head's output the mean of its values, which
+    # is what mean-pooling the captured values and projecting gives.
+    def mean_values(next_fun, args, kwargs, context):
+        if context.module.name == "out" and context.module.parent.path[0] == "layer_1":
+            return next_fun(captured_mean, *args[1:], **kwargs)
+        return next_fun(*args, **kwargs)
+
+    values = {}
+
+    def grab(next_fun, args, kwargs, context):
+        result = next_fun(*args, **kwargs)
+        if context.module.name == "value" and context.module.parent.path[0] == "layer_1":
+            values["v"] = result
+        return result
+
+    import flax.linen as flax_nn
+
+    with flax_nn.intercept_methods(grab):
+        model.apply(variables, tokens)
+    captured_mean = jnp.broadcast_to(values["v"].mean(axis=1, keepdims=True), values["v"].shape)
+    with flax_nn.intercept_methods(mean_values):
+        want = model.apply(variables, tokens)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    with pytest.raises(ValueError, match=r"must be \[3, 4, 7, 7\]"):
+        analysis.with_attention_weights(model, variables, tokens, weights={path: uniform[0]})
+
+
+# --------------------------------------------------------------------------- explanation
+
+
+def test_jensen_shannon_divergence_known_values():
+    from experiments import explanation
+
+    p = jnp.asarray([[0.5, 0.5, 0.0, 0.0]])
+    q = jnp.asarray([[0.0, 0.0, 0.5, 0.5]])
+    np.testing.assert_allclose(explanation.jsd(p, p), [0.0], atol=1e-6)
+    np.testing.assert_allclose(explanation.jsd(p, q), [np.log(2)], atol=1e-6)  # disjoint
+
+
+def test_permuting_the_cls_row_keeps_its_weights_and_the_other_rows():
+    from experiments import explanation
+
+    rng = np.random.default_rng(0)
+    w = jnp.asarray(rng.dirichlet(np.ones(6), size=(3, 2, 6)))  # [N, H, T, S]
+    permuted = explanation._permuted_cls_row(jax.random.key(0), w)
+    np.testing.assert_allclose(np.sort(permuted[:, :, 0], -1), np.sort(w[:, :, 0], -1))
+    np.testing.assert_array_equal(permuted[:, :, 1:], w[:, :, 1:])
+    assert not np.allclose(permuted[:, :, 0], w[:, :, 0])
+
+
+def test_sentiment_task_evidence_decides_the_label():
+    from attnjax.data.sentiment import NOT_ID, SentimentTask
+
+    task = SentimentTask(length=8)
+    batch = task.sample(np.random.default_rng(0), 200)
+    rows = np.arange(200)
+    word = batch["tokens"][rows, batch["polar"]]
+    positive = np.isin(word, task.positive)
+    negated = batch["negation"] >= 0
+    assert (batch["tokens"][rows[negated], batch["negation"][negated]] == NOT_ID).all()
+    np.testing.assert_array_equal(batch["label"], positive ^ negated)
+
+
+def test_explanation_smoke_run_reports_the_three_measurements(tour_smoke):
+    import json
+
+    tour_dir, _ = tour_smoke
+    results = json.loads((tour_dir / "explanation" / "results.json").read_text())
+    assert set(results["kendall_tau"]) == {"attention_vs_gradient", "attention_vs_leave_one_out",
+                                           "gradient_vs_leave_one_out"}
+    assert 0.0 <= results["adversarial"]["median_max_jsd"] <= np.log(2) + 1e-6
+    assert 0.0 <= results["permutation"]["median_abs_change"] <= 1.0
+    assert results["verdict"].startswith(("claim holds", "claim does not hold", "mixed"))

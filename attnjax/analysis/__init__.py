@@ -18,7 +18,13 @@ from attnjax.analysis.attribution import (
 )
 from attnjax.analysis.capture import capture_attention, layer_paths, stack_layers
 from attnjax.analysis.flow import attention_flow, attention_rollout
-from attnjax.analysis.heads import ablate_heads, head_outputs, head_scores, mean_head_outputs
+from attnjax.analysis.heads import (
+    ablate_heads,
+    head_outputs,
+    head_scores,
+    mean_head_outputs,
+    with_attention_weights,
+)
 from attnjax.analysis.probes import antecedent_probe, input_gradient_norms
 
 __all__ = [
@@ -34,6 +40,7 @@ __all__ = [
     "leave_one_out",
     "mean_head_outputs",
     "spearman",
+    "with_attention_weights",
     "antecedent_probe",
     "argmax_links",
     "capture_attention",

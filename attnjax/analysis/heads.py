@@ -7,6 +7,9 @@
   (the ``[..., T, H, Dv]`` input of its output projection) and zero- or mean-ablate chosen
   heads (Michel et al. 2019), through an explicit argument and ``flax.linen.intercept_methods``:
   the model is not edited, and any model built from ``nn.MultiHeadAttention`` works.
+* ``with_attention_weights``: rerun the model with chosen modules' attention weights replaced
+  (permuted, adversarial, uniform...): each head's output becomes ``new_weights @ values``
+  (Jain & Wallace 2019).
 """
 
 from __future__ import annotations
@@ -195,4 +198,54 @@ def ablate_heads(
     if missing:
         raise ValueError(f"ablate_heads: no attention module at {missing}; the model has "
                          "the paths that head_outputs reports")
+    return output
+
+
+def with_attention_weights(
+    model: nn.Module,
+    variables: Any,
+    *args,
+    weights: Mapping[str, jax.Array],
+    method=None,
+    **kwargs,
+) -> Any:
+    """``model.apply(variables, *args, **kwargs)`` with the attention weights of chosen
+    modules replaced: ``{path: [..., H, T, S]}``. Each replaced module's per-head output
+    becomes ``sum_s new_weights[h, t, s] * values[s, h]``; everything else (projections,
+    residuals, other layers) runs as usual. Not for decode mode (a KV cache)."""
+    values: dict[str, jax.Array] = {}
+    seen: set[str] = set()
+
+    def interceptor(next_fun, call_args, call_kwargs, context):
+        module = context.module
+        parent = module.parent
+        if context.method_name != "__call__" or not isinstance(parent, MultiHeadAttention):
+            return next_fun(*call_args, **call_kwargs)
+        path = "/".join(parent.path)
+        if path not in weights:
+            return next_fun(*call_args, **call_kwargs)
+        if parent.decode:
+            raise ValueError(f"with_attention_weights: {path!r} is in decode mode")
+        if module.name == "value":
+            values[path] = next_fun(*call_args, **call_kwargs)  # [..., S, Hk, Dv]
+            return values[path]
+        if module.name == "out":
+            seen.add(path)
+            v = values[path]
+            h = call_args[0].shape[-2]
+            v = jnp.repeat(v, h // v.shape[-2], axis=-2)  # GQA: each query head's K/V head
+            new = jnp.asarray(weights[path], v.dtype)
+            expected = (*call_args[0].shape[:-3], h, call_args[0].shape[-3], v.shape[-3])
+            if new.shape != expected:
+                raise ValueError(f"with_attention_weights: weights for {path!r} must be "
+                                 f"{list(expected)} [..., H, T, S], got {list(new.shape)}")
+            heads = jnp.einsum("...hts,...shd->...thd", new, v)
+            return next_fun(heads, *call_args[1:], **call_kwargs)
+        return next_fun(*call_args, **call_kwargs)
+
+    with nn.intercept_methods(interceptor):
+        output = model.apply(variables, *args, method=method, **kwargs)
+    missing = sorted(set(weights) - seen)
+    if missing:
+        raise ValueError(f"with_attention_weights: no attention module at {missing}")
     return output
