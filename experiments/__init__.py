@@ -87,6 +87,11 @@ REGISTRY: dict[str, Experiment] = {
             "not only by shared words",
         ),
         Experiment(
+            name="heads",
+            claim="attention heads specialise (coreference, position, delimiters), though the "
+            "specialisation is messier than the diagrams suggest",
+        ),
+        Experiment(
             name="explanation",
             claim="high attention weight is not the same as high importance: attention can "
             "disagree with measured importance, and very different attention can give the "

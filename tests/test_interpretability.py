@@ -319,3 +319,23 @@ def test_explanation_smoke_run_reports_the_three_measurements(tour_smoke):
     assert 0.0 <= results["adversarial"]["median_max_jsd"] <= np.log(2) + 1e-6
     assert 0.0 <= results["permutation"]["median_abs_change"] <= 1.0
     assert results["verdict"].startswith(("claim holds", "claim does not hold", "mixed"))
+
+
+def test_head_scores_with_a_layer_axis_and_padding_rows():
+    w = np.zeros((2, 3, 1, 4, 4))  # [L, B, H, T, S]
+    w[..., np.arange(4), np.arange(4)] = 1.0  # attend to self
+    w[:, :, :, 3] = 0.0
+    w[:, :, :, 3, 0] = 1.0  # the last row (padding below) looks at the first token
+    valid = np.array([[True, True, True, False]] * 3)
+    scores = analysis.head_scores(w, valid=valid)
+    np.testing.assert_allclose(scores["offset_0"], np.ones((2, 1)))
+    np.testing.assert_allclose(scores["first_token"], np.full((2, 1), 1 / 3))
+
+
+def test_normalized_entropy_counts_only_the_valid_keys():
+    w = np.zeros((1, 1, 4, 4))  # [B, H, T, S]: uniform over the 3 real tokens
+    w[..., :3] = 1.0 / 3
+    valid = np.array([[True, True, True, False]])
+    np.testing.assert_allclose(analysis.head_scores(w, valid=valid)["normalized_entropy"], [1.0])
+    np.testing.assert_allclose(analysis.head_scores(w)["normalized_entropy"],
+                               [np.log(3) / np.log(4)])

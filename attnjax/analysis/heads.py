@@ -35,8 +35,8 @@ def _row_mask(weights: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
     valid = np.asarray(valid, bool)
     if valid.shape[-1] != t:
         raise ValueError(f"head_scores: `valid` must be [B, T={t}], got {list(valid.shape)}")
-    # [B, T] -> [B, 1, ..., 1, T] against weights [..., B, H, T, S] (leading layer axes ok).
-    return valid.reshape(valid.shape[0], *(1,) * (weights.ndim - 4), 1, t).astype(float)
+    # [B, T] -> [B, 1, T] against weights [..., B, H, T, S] (leading layer axes broadcast).
+    return valid.reshape(valid.shape[0], 1, t).astype(float)
 
 
 def head_scores(
@@ -59,8 +59,8 @@ def head_scores(
         (``offset_-1`` is the previous-token score).
 
     Returns:
-      ``entropy`` (nats), ``normalized_entropy`` (entropy / log S: 1 for uniform attention
-      over all S keys), ``mean_distance`` (sum_j w_ij |i - j|), ``first_token`` (w_i0),
+      ``entropy`` (nats), ``normalized_entropy`` (entropy / log(number of valid keys, or S):
+      1 for uniform attention), ``mean_distance`` (sum_j w_ij |i - j|), ``first_token`` (w_i0),
       ``previous_token`` (= ``offset_-1``),
       ``offset_<k>`` for each offset, and ``punctuation`` if ``tokens`` are given. Rows
       without a key at the offset count as 0 for it.
@@ -78,9 +78,13 @@ def head_scores(
     entropy = -(w * np.log(np.where(w > 0, w, 1.0))).sum(-1)
     i = np.arange(t)[:, None]
     j = np.arange(s)[None, :]
+    # Uniform attention over the keys a row can see has entropy log(#keys): with `valid`,
+    # the example's real tokens (self-attention), else all S.
+    keys = np.full(w.shape[-4], s, float) if valid is None else np.asarray(valid).sum(-1)
+    log_keys = np.log(np.maximum(keys, 2)).reshape(-1, 1, 1)  # [B, 1, 1]
     scores = {
         "entropy": mean(entropy),
-        "normalized_entropy": mean(entropy) / np.log(max(s, 2)),
+        "normalized_entropy": mean(entropy / log_keys),
         "mean_distance": mean((w * np.abs(i - j)).sum(-1)),
         "first_token": mean(w[..., 0]),
     }
