@@ -4,7 +4,8 @@ Extends configs/coreference.py (same task and encoder) with shorter fillers and 
 so that several models train in a couple of minutes.
 
 Variants (``configs/heads.py:VARIANT``):
-  tour (default): head counts 1, 2, 4, 8 at d=64, 2,000 steps each; ~3 minutes on a CPU.
+  tour (default): head counts 1, 2, 4, 8 at d=64, 2,000 steps each, and the toy translation
+                  transformer (1,500 steps); ~5 minutes on a CPU.
   smoke: tiny models and a few steps, for the tests.
 """
 
@@ -35,7 +36,8 @@ def get_config(arg=None):
     c.train.num_steps = 2_000
     c.train.checkpoint_every = 500
     c.classes = {"coreference_probe": 0.75, "positional": 0.5, "delimiter": 0.5,
-                 "diffuse": 0.8}
+                 "diffuse": 0.8, "alignment_aer": 0.3}
+    c.translation_variant = "tour"  # configs/translation.py variant (transformer only)
     if variant == "smoke":
         c.head_counts = (1, 2)
         c.num_heads = 2
@@ -43,4 +45,5 @@ def get_config(arg=None):
         c.task.test_distances = (0, 6)
         c.task.num_train = 256
         c.train.num_steps = 10
+        c.translation_variant = "smoke"
     return c

@@ -16,6 +16,13 @@ On the Winograd-style coreference task of ``experiments/coreference.py`` (filler
 * **ablation** (Michel et al. 2019): held-out accuracy with each head zero-ablated
   (``analysis.ablate_heads``), and with all heads of a layer but the most important one.
 
+And on the toy translation transformer of ``experiments/translation.py`` (its
+``translation_variant`` config, transformer only): every cross-attention head's alignment
+error rate against the gold word alignments (an *alignment* head has AER <=
+``classes.alignment_aer``, below the monotonic-diagonal baseline), the decoder self-attention
+heads' scores, and the drop in teacher-forced token accuracy when each cross-attention head
+is ablated.
+
     python -m experiments.heads [--config configs/heads.py[:smoke]]
 """
 
@@ -30,6 +37,7 @@ from matplotlib.figure import Figure
 from attnjax import analysis, experiment, train
 from experiments import REGISTRY
 from experiments import coreference as coreference_experiment
+from experiments import translation as translation_experiment
 
 NAME = "heads"
 CLAIM = REGISTRY[NAME].claim
@@ -130,6 +138,7 @@ def run(config: ml_collections.ConfigDict, run_dir: experiment.RunDir) -> dict:
         only_best[path] = {"kept_head": keep,
                            "accuracy": accuracy_of(model, params, test, {path: others})}
     results = {
+        "translation": translation_heads(config, run_dir),
         "by_num_heads": {str(h): v for h, v in by_heads.items()},
         "num_heads": config.num_heads, "test_accuracy": base,
         "head_scores": {k: v.tolist() for k, v in scores.items()},
@@ -141,6 +150,58 @@ def run(config: ml_collections.ConfigDict, run_dir: experiment.RunDir) -> dict:
     return results
 
 
+def translation_heads(config, run_dir: experiment.RunDir) -> dict:
+    """Cross-attention heads of the toy translation transformer: AER, classes, ablation."""
+    tcfg = experiment.load_config(f"configs/translation.py:{config.translation_variant}")
+    tcfg.models = ("transformer",)
+    data = translation_experiment.load_task(tcfg)
+    model = translation_experiment.build_model("transformer", tcfg, len(data["source_vocab"]),
+                                               len(data["target_vocab"]))
+    params, _ = translation_experiment.train_one("transformer", model, data, tcfg, run_dir)
+    alignment = translation_experiment.score_alignment(model, params, data, tcfg, run_dir,
+                                                       "translation")
+    test = data["test"]
+
+    def token_accuracy(heads):
+        @jax.jit  # one compilation per ablation: `heads` is static
+        def correct(batch):
+            logits = analysis.ablate_heads(model, {"params": params}, batch["source"],
+                                           batch["target_in"], heads=heads)
+            real = batch["target_out"] != 0
+            return (logits.argmax(-1) == batch["target_out"]) & real, real
+
+        hits, total = 0, 0
+        for start in range(0, len(test["source"]), 512):
+            batch = {k: test[k][start : start + 512] for k in ("source", "target_in",
+                                                               "target_out")}
+            ok, real = correct(batch)
+            hits, total = hits + int(ok.sum()), total + int(real.sum())
+        return hits / total
+
+    aers = np.asarray(alignment["aer_per_layer_head"])
+    base = token_accuracy({})
+    drop = np.zeros(aers.shape)
+    for layer in range(aers.shape[0]):
+        for head in range(aers.shape[1]):
+            path = f"decoder/layer_{layer}/cross_attention"
+            drop[layer, head] = base - token_accuracy({path: [head]})
+    _, maps = analysis.capture_attention(model, {"params": params}, test["source"][:256],
+                                         test["target_in"][:256])
+    self_weights = analysis.stack_layers(maps, "self_attention")
+    decoder_self = analysis.head_scores(
+        self_weights[[i for i, p in enumerate(analysis.layer_paths(maps, "self_attention"))
+                      if p.startswith("decoder")]], valid=test["target_in"][:256] != 0)
+    classes = [["alignment" if a <= config.classes.alignment_aer else "unaligned"
+                for a in row] for row in aers]
+    return {
+        "cross_attention_aer": aers.tolist(), "diagonal_aer": alignment["diagonal_aer"],
+        "cross_attention_classes": classes, "token_accuracy": base,
+        "cross_attention_ablation_drop": drop.tolist(),
+        "decoder_self_attention_previous_token": decoder_self["previous_token"].tolist(),
+        "figure": alignment["figure"],
+    }
+
+
 def verdict_of(results: dict, config) -> dict:
     classes = [c for row in results["classes"] for c in row]
     counts = {c: classes.count(c) for c in CLASSES if classes.count(c)}
@@ -150,6 +211,11 @@ def verdict_of(results: dict, config) -> dict:
     multi = by[str(config.num_heads)]["test_accuracy"]
     harmless = int(np.sum(drop < 0.01))
     layer, head = np.unravel_index(int(np.argmax(drop)), drop.shape)
+    tr = results["translation"]
+    aers = np.asarray(tr["cross_attention_aer"])
+    tr_drop = np.asarray(tr["cross_attention_ablation_drop"])
+    aligned = int(np.sum(aers <= config.classes.alignment_aer))
+    aer_text = " ".join(f"{a:.2f}" for a in aers.ravel())
     measured = (
         f"coreference encoder ({config.transformer.num_layers} layers x {config.num_heads} "
         f"heads, d={config.transformer.model_dim}), held-out accuracy {multi:.1%}"
@@ -159,17 +225,26 @@ def verdict_of(results: dict, config) -> dict:
         + "); head classes: " + ", ".join(f"{c} {n}" for c, n in counts.items())
         + f"; ablating one head costs {drop.max():.1%} at most (layer {layer} head {head}, a "
         f"{results['classes'][layer][head]} head), < 1 point for {harmless}/{drop.size} heads"
+        + f". Toy translation transformer: {aligned}/{aers.size} cross-attention heads align "
+        f"(AER <= {config.classes.alignment_aer}; per head {aer_text}; diagonal "
+        f"{tr['diagonal_aer']:.2f}); ablating one costs {tr_drop.max():.1%} token accuracy at "
+        f"most (of {tr['token_accuracy']:.1%}); decoder previous-token scores up to "
+        f"{np.max(tr['decoder_self_attention_previous_token']):.2f}"
     )
-    distinct = len([c for c in counts if c != "unclassified"]) >= 2
-    messy = counts.get("unclassified", 0) + counts.get("diffuse", 0)
-    if distinct and messy == 0:
+    if aligned:
+        counts["alignment (translation)"] = aligned
+    total = len(classes) + aers.size
+    messy = counts.get("unclassified", 0) + counts.get("diffuse", 0) + (aers.size - aligned)
+    specialised = total - messy  # heads in a role: coreference, positional, delimiter, alignment
+    if specialised and messy == 0:
         verdict = ("claim holds: heads fall into distinct roles, and removing them one at a "
                    "time shows which roles the task needs")
-    elif distinct:
+    elif specialised:
         roles = ", ".join(c for c in counts if c not in ("unclassified", "diffuse"))
-        verdict = (f"mixed: some heads specialise ({roles}), but {messy} of {len(classes)} are "
-                   f"diffuse or fit no role, and {harmless} of {drop.size} can be removed "
-                   "alone at no cost: messier than the diagram")
+        verdict = (f"mixed: some heads specialise ({roles}), but {messy} of "
+                   f"{total} fit no clean role, and {harmless} of "
+                   f"{drop.size} coreference heads can be removed alone at no cost: messier "
+                   "than the diagram")
     else:
         verdict = ("claim does not hold here: the heads do not separate into roles "
                    f"({', '.join(f'{c} {n}' for c, n in counts.items())})")

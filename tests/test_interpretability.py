@@ -339,3 +339,35 @@ def test_normalized_entropy_counts_only_the_valid_keys():
     np.testing.assert_allclose(analysis.head_scores(w, valid=valid)["normalized_entropy"], [1.0])
     np.testing.assert_allclose(analysis.head_scores(w)["normalized_entropy"],
                                [np.log(3) / np.log(4)])
+
+
+# --------------------------------------------------------------------------- heads
+
+
+def test_head_classes_follow_the_first_matching_rule():
+    from attnjax import experiment
+    from experiments import heads
+
+    config = experiment.load_config("configs/heads.py:smoke")
+    zeros = np.zeros((1, 5))
+    scores = {"offset_-1": np.array([[0.9, 0.0, 0.0, 0.0, 0.0]]), "offset_0": zeros,
+              "offset_1": zeros, "first_token": np.array([[0.0, 0.0, 0.3, 0.0, 0.0]]),
+              "punctuation": np.array([[0.0, 0.0, 0.3, 0.0, 0.0]]),
+              "normalized_entropy": np.array([[0.1, 0.1, 0.1, 0.9, 0.1]])}
+    probe = np.array([[0.9, 0.9, 0.5, 0.5, 0.5]])  # head 0 is also positional: coref first
+    assert heads.classify(scores, probe, config) == [
+        ["coreference", "coreference", "delimiter", "diffuse", "unclassified"]]
+
+
+def test_heads_smoke_run_covers_coreference_and_translation(tour_smoke):
+    import json
+
+    tour_dir, _ = tour_smoke
+    results = json.loads((tour_dir / "heads" / "results.json").read_text())
+    assert set(results["by_num_heads"]) == {"1", "2"}
+    drop = np.asarray(results["ablation_drop"])
+    assert drop.shape == np.asarray(results["antecedent_probe"]).shape
+    translation = results["translation"]
+    assert np.asarray(translation["cross_attention_aer"]).shape == \
+        np.asarray(translation["cross_attention_ablation_drop"]).shape
+    assert (tour_dir / "heads" / "heads.png").read_bytes()[:4] == b"\x89PNG"
