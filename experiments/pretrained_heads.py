@@ -133,6 +133,14 @@ def run(config: ml_collections.ConfigDict, run_dir: experiment.RunDir) -> dict:
     results["figures"] = [plot_heads(accuracy, run_dir), plot_seed(model, (int(layer), int(head)),
                                                                    run_dir)]
     results["pages"] = [head_view(model, run_dir)]
+    # A picture of the page, where a headless Chromium is installed (.ci/run installs it).
+    top = seeds[0]["most_antecedent_head"]  # the trophy sentence, "it" hovered
+    shot = viz.screenshot(run_dir.path / results["pages"][0],
+                          run_dir.figure_path("head_view_screenshot"),
+                          fragment=f"view=0&layer={top['layer']}&head={top['head']}"
+                                   f"&query={seeds[0]['pronoun_position']}")
+    if shot is not None:
+        results["figures"].append(shot.name)
     results.update(verdict_of(results, config))
     for seed in seeds:
         print(seed["bars"])
@@ -172,6 +180,7 @@ def seed_sentences(model, best: tuple[int, int], accuracy: np.ndarray) -> list[d
                                      "weight": float(weights[top][gold]),
                                      "pair_accuracy": float(accuracy[top])},
             "best_probe_head_weights": [float(w) for w in weights[best][:2]],
+            "pronoun_position": int(pron_pos),
             "bars": bars,
         })
     return out

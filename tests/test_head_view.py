@@ -87,3 +87,12 @@ def test_head_grid_png_has_a_panel_per_layer_and_head(tmp_path):
     assert path.read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(ValueError, match=r"\[L, H, T=9, S=9\]"):
         viz.save_head_grid(tmp_path / "bad.png", weights[0], tokens)
+
+
+@needs_browser
+def test_screenshot_renders_the_state_named_in_the_fragment(tmp_path):
+    page = viz.save_head_view(tmp_path / "view.html", views())
+    whole = viz.screenshot(page, tmp_path / "whole.png", fragment="layer=0&head=1")
+    focused = viz.screenshot(page, tmp_path / "it.png", fragment="layer=1&head=0&query=6")
+    assert whole.read_bytes()[:4] == focused.read_bytes()[:4] == b"\x89PNG"
+    assert whole.read_bytes() != focused.read_bytes()  # 81 lines vs "it" -> "trophy" alone

@@ -10,6 +10,7 @@ max abs 1e-4 (their entries reach ~10 in magnitude). Tests that need the weights
 """
 
 import json
+import shutil
 
 import jax.numpy as jnp
 import numpy as np
@@ -211,6 +212,8 @@ def test_pretrained_experiments_smoke_runs_write_verdicts_and_figures(tour_smoke
         assert "<script src" not in (tour_dir / name / page).read_text()
     if name == "pretrained_heads":
         assert results["pages"] == ["head_view.html"]
+        if shutil.which("chromium"):  # .ci/run installs it: the screenshot is in the run folder
+            assert "head_view_screenshot.png" in results["figures"]
 
 
 def test_fixture_is_small_and_holds_every_sentence(reference):

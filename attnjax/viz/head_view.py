@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import html
 import json
+import shutil
+import subprocess
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -119,10 +122,24 @@ function setView(name) {
 }
 options($("view"), Object.keys(DATA));
 $("view").addEventListener("change", (e) => setView(e.target.value));
+function fromFragment() {  // e.g. head_view.html#view=0&layer=3&head=1&query=11
+  const want = new URLSearchParams(location.hash.slice(1));
+  const name = Object.keys(DATA)[+(want.get("view") || 0)];
+  if (name) { $("view").value = name; setView(name); }
+  if (want.has("layer")) { state.layer = +want.get("layer"); $("layer").value = state.layer; }
+  if (want.has("head")) {
+    state.head = want.get("head") === "mean" ? "mean" : +want.get("head");
+    $("head").value = state.head;
+  }
+  if (want.has("query")) state.focus = {side: "q", index: +want.get("query")};
+  render();
+}
+window.addEventListener("hashchange", fromFragment);
 $("layer").addEventListener("change", (e) => { state.layer = +e.target.value; render(); });
 $("head").addEventListener("change", (e) => {
   state.head = e.target.value === "mean" ? "mean" : +e.target.value; render(); });
 setView(state.view);
+if (location.hash) fromFragment();
 </script></body></html>
 """
 
@@ -160,3 +177,27 @@ def save_head_view(path: str | Path, views: Mapping[str, View], **kwargs) -> Pat
     path = Path(path)
     path.write_text(head_view_html(views, **kwargs), encoding="utf-8")
     return path
+
+
+def screenshot(page: str | Path, png: str | Path, *, fragment: str = "",
+               size: tuple[int, int] = (900, 700), timeout: float = 60.0) -> Path | None:
+    """PNG of an HTML file rendered by headless Chromium, or None when no ``chromium`` is
+    installed (Debian: ``apt-get install chromium``) or it fails. No network is used.
+
+    ``fragment`` selects the head view's state, e.g. ``"view=0&layer=3&head=1&query=11"``
+    (a query index shows only that token's lines, as when hovering it)."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        return None
+    png = Path(png).resolve()
+    with tempfile.TemporaryDirectory() as profile:
+        command = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                   "--no-first-run", "--disable-background-networking",
+                   "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}",
+                   f"--window-size={size[0]},{size[1]}", f"--screenshot={png}",
+                   Path(page).resolve().as_uri() + (f"#{fragment}" if fragment else "")]
+        try:
+            subprocess.run(command, capture_output=True, timeout=timeout, check=True)
+        except (OSError, subprocess.SubprocessError):
+            return None
+    return png if png.is_file() else None
