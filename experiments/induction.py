@@ -49,11 +49,16 @@ def build_model(config) -> nn.DecoderOnlyLM:
     return nn.DecoderOnlyLM(cfg)
 
 
-def token_losses(model, params, tokens):
-    """``[B, T - 1]`` next-token losses of ``tokens [B, T]``."""
-    logits = model.apply({"params": params}, tokens[:, :-1])
+def next_token_losses(logits, tokens):
+    """``[B, T - 1]`` losses of ``logits [B, T - 1, V]`` (for ``tokens[:, :-1]``) at
+    predicting ``tokens[:, 1:]``."""
     logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
     return -jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1)[..., 0]
+
+
+def token_losses(model, params, tokens):
+    """``[B, T - 1]`` next-token losses of ``tokens [B, T]``."""
+    return next_token_losses(model.apply({"params": params}, tokens[:, :-1]), tokens)
 
 
 def lm_loss_fn(model):
@@ -157,9 +162,7 @@ def ablate_top_heads(model, params, tokens, prefix, previous, n, threshold) -> d
     previous-token head of layer 0, and all of layer 0."""
     def second_half(heads):
         logits = analysis.ablate_heads(model, {"params": params}, tokens[:, :-1], heads=heads)
-        logp = jax.nn.log_softmax(logits, axis=-1)
-        losses = -jnp.take_along_axis(logp, tokens[:, 1:, None], axis=-1)[..., 0]
-        return halves(np.asarray(losses), n)[1]
+        return halves(np.asarray(next_token_losses(logits, tokens)), n)[1]
 
     path = "decoder/layer_{}/self_attention".format
     later = prefix[1:]
