@@ -325,9 +325,9 @@ def test_scaling_flops_count_two_forward_matmuls_seven_with_backward_causal_half
     assert scaling.flops(config, n, h, "fwd+bwd", True) == 3.5 * (2 * b * h * n * n * d)
 
 
+@pytest.mark.skipif(scaling.peak_rss_increment(lambda: None) is None,
+                    reason="/proc/self/clear_refs is not writable here")
 def test_scaling_peak_memory_sees_a_64_mib_allocation():
-    if scaling.peak_rss_increment(lambda: None) is None:
-        pytest.skip("/proc/self/clear_refs is not writable here")
     increment = scaling.peak_rss_increment(lambda: np.ones(8 * 2**20).sum())  # 64 MiB
     assert 60 * 2**20 <= increment <= 80 * 2**20
 
