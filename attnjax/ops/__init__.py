@@ -26,6 +26,7 @@ from attnjax.ops.positional import (
     rope_frequencies,
     sinusoidal_encoding,
 )
+from attnjax.ops.ring import ring_attention, ring_attention_shard
 
 __all__ = [
     "IMPLEMENTATIONS",
@@ -44,6 +45,8 @@ __all__ = [
     "local_window_mask",
     "make_attention_mask",
     "masked_softmax",
+    "ring_attention",
+    "ring_attention_shard",
     "padding_mask_from_lengths",
     "padding_mask_from_tokens",
     "rope_frequencies",
