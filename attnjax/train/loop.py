@@ -41,7 +41,7 @@ class TrainState(flax.struct.PyTreeNode):
 
 
 def make_train_step(
-    loss_fn: LossFn, optimizer: optax.GradientTransformation
+    loss_fn: LossFn, optimizer: optax.GradientTransformation, *, jit: bool = True
 ) -> Callable[[TrainState, Batch, Array], tuple[TrainState, dict[str, Array]]]:
     """Build the jitted ``step(state, batch, base_key) -> (state, metrics)``.
 
@@ -50,6 +50,7 @@ def make_train_step(
         what is differentiated and ``sums`` are summed statistics (e.g. ``loss_sum``,
         ``weight_sum``, ``correct_sum``) that aggregate exactly over steps.
       optimizer: an optax transformation.
+      jit: ``False`` returns the plain function (``attnjax.parallel`` jits it with shardings).
     """
 
     def step(state: TrainState, batch: Batch, base_key: Array):
@@ -62,7 +63,7 @@ def make_train_step(
         metrics = {**sums, "loss": loss, "grad_norm": optax.tree.norm(grads)}
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
-    return jax.jit(step, donate_argnums=0)
+    return jax.jit(step, donate_argnums=0) if jit else step
 
 
 def epoch_batch_indices(
