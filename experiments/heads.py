@@ -125,7 +125,7 @@ def run(config: ml_collections.ConfigDict, run_dir: experiment.RunDir) -> dict:
     classes = classify(scores, probe, config)
 
     # Ablation, one head at a time, on the held-out test sets.
-    base = accuracy_of(model, params, test)
+    base = by_heads[config.num_heads]["test_accuracy"]  # the intact model, measured above
     paths = analysis.layer_paths(maps, "self_attention")
     drop = np.zeros(probe.shape)
     for layer, path in enumerate(paths):

@@ -149,7 +149,6 @@ def _forward(plan: _Plan, q, k, v, mask, bias):
 
     Returns o: [B, Tp, Hk, G, Dv] and lse: [B, Hk, G, Tp] (+inf on rows that see no key).
     """
-    b, tp, hk, g, _ = q.shape
     dv = v.shape[-1]
     bq = plan.block_q
 
@@ -200,7 +199,6 @@ def _forward(plan: _Plan, q, k, v, mask, bias):
 
 def _backward(plan: _Plan, q, k, v, mask, bias, o, lse, do):
     """Gradients of ``sum(o * do)``; shapes as in ``_forward``. Returns dq, dk, dv, dbias."""
-    b, tp, hk, g, d = q.shape
     bq = plan.block_q
     scale = jnp.asarray(plan.scale, q.dtype)
     delta = jnp.transpose(jnp.sum(do * o, axis=-1), (0, 2, 3, 1))  # [B, Hk, G, Tp]

@@ -245,17 +245,19 @@ class PretrainedEncoder:
         ``valid [B, T]`` bool and the word pieces of each text (without padding)."""
         if isinstance(texts, str):
             raise TypeError("tokenize: `texts` must be a sequence of strings, not one string")
-        encodings = self.tokenizer.encode_batch(list(texts))
+        return self._pad(self.tokenizer.encode_batch(list(texts)), pad_to)
+
+    def _pad(self, encodings, pad_to: int | None = None):
+        """``tokenize``'s arrays from ``tokenizers`` encodings (truncated to max_length)."""
         ids = [e.ids[: self.max_length] for e in encodings]
         longest = max(len(i) for i in ids)
         length = pad_to or min(-(-longest // 8) * 8, self.max_length)
         if longest > length:
             raise ValueError(f"tokenize: a text has {longest} tokens > pad_to={length}")
         tokens = np.full((len(ids), length), self.config.pad_id, np.int32)
-        for row, seq in enumerate(ids):
-            tokens[row, : len(seq)] = seq
         valid = np.zeros_like(tokens, bool)
         for row, seq in enumerate(ids):
+            tokens[row, : len(seq)] = seq
             valid[row, : len(seq)] = True
         pieces = [e.tokens[: self.max_length] for e in encodings]
         return tokens, valid, pieces
@@ -320,14 +322,13 @@ class PretrainedEncoder:
         """
         if isinstance(texts, str):
             raise TypeError("embed: `texts` must be a sequence of strings, not one string")
-        texts = list(texts)
-        lengths = [len(e.ids) for e in self.tokenizer.encode_batch(texts)]
-        order = np.argsort(lengths, kind="stable")
-        result = np.zeros((len(texts), self.config.model_dim), np.float32)
+        encodings = self.tokenizer.encode_batch(list(texts))  # once: sorting and batches
+        order = np.argsort([len(e.ids) for e in encodings], kind="stable")
+        result = np.zeros((len(encodings), self.config.model_dim), np.float32)
         pool = self._compiled.setdefault("pool", jax.jit(mean_pool))
-        for start in range(0, len(texts), batch_size):
+        for start in range(0, len(encodings), batch_size):
             index = order[start : start + batch_size]
-            tokens, valid, _ = self.tokenize([texts[i] for i in index])
+            tokens, valid, _ = self._pad([encodings[i] for i in index])
             hidden, _, _ = self._apply(False)(self.params, jnp.asarray(tokens))
             result[index] = np.asarray(pool(hidden, jnp.asarray(valid)))
         return result
