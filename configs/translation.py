@@ -44,6 +44,11 @@ def get_config(arg=None):
     c.rnn.bidirectional_encoder = True
     c.rnn.dropout_rate = 0.1
 
+    # Training devices (attnjax.parallel.train_step_for): `data` ways of data parallelism
+    # (0 = all devices), `model` ways of tensor-parallel heads and MLP units, `fsdp` shards
+    # parameters over "data". 1/1/False = one device. CPU: simulate devices with
+    # XLA_FLAGS=--xla_force_host_platform_device_count=8 before starting.
+    c.parallel = ml_collections.ConfigDict({"data": 1, "model": 1, "fsdp": False})
     c.train = ml_collections.ConfigDict()
     c.train.batch_size = 64
     # Group examples of similar target length and trim padding to a multiple of this

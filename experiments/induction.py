@@ -31,7 +31,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from attnjax import analysis, experiment, nn, train
+from attnjax import analysis, experiment, nn, parallel, train
 from attnjax.data import induction
 from experiments import REGISTRY
 
@@ -105,8 +105,8 @@ def run(config: ml_collections.ConfigDict, run_dir: experiment.RunDir) -> dict:
     tc = config.train
     optimizer = train.make_optimizer(tc.learning_rate, warmup_steps=tc.warmup_steps,
                                      total_steps=tc.num_steps, weight_decay=tc.weight_decay)
-    state = train.TrainState.create(params, optimizer)
-    step = train.make_train_step(lm_loss_fn(model), optimizer)
+    state, step = parallel.train_step_for(config.parallel, lm_loss_fn(model), optimizer,
+                                          train.TrainState.create(params, optimizer))
 
     @jax.jit
     def measure(params):

@@ -19,7 +19,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from attnjax import analysis, experiment, nn, train, viz
+from attnjax import analysis, experiment, nn, parallel, train, viz
 from attnjax.data import scan
 from attnjax.data.toy_translation import ToyTranslation, train_test_split
 from attnjax.data.vocab import Vocab, encode_pairs
@@ -132,9 +132,9 @@ def train_one(name, model, data, config, run_dir):
         weight_decay=tc.weight_decay,
         clip_norm=tc.clip_norm,
     )
-    state = train.TrainState.create(params, optimizer)
-    step = train.make_train_step(
-        train.seq2seq_loss_fn(model, label_smoothing=tc.label_smoothing), optimizer
+    state, step = parallel.train_step_for(
+        config.parallel, train.seq2seq_loss_fn(model, label_smoothing=tc.label_smoothing),
+        optimizer, train.TrainState.create(params, optimizer),
     )
 
     batch_at = train.make_batch_fn(

@@ -1,57 +1,144 @@
-"""Data-parallel and FSDP training on 8 virtual CPU devices equal one device (same global
-batch) within 1e-5 per step over 20 steps."""
+"""Training on several devices equals training on one (``attnjax.parallel``).
+
+The same global batches on 8 virtual CPU devices, in one process or two, give the loss curve
+of one device within 1e-5 per step over 20 steps: data parallel, FSDP, tensor-parallel heads,
+their combinations and the classic pmap step. The problem is ``attnjax.parallel.check``'s
+tiny GELU LM (its docstring says why not ReLU).
+"""
+
+import json
+import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.sharding import PartitionSpec as P
 
-from attnjax import nn, parallel, train
+from attnjax import parallel, train
+from attnjax.parallel import check
+
+from .conftest import REPO_ROOT
+
+STEPS = 20
 
 
-def lm_setup():
-    cfg = nn.TransformerConfig(vocab_size=17, model_dim=32, num_heads=4, num_layers=2,
-                               mlp_dim=64, dropout_rate=0.0, max_len=16)
-    model = nn.DecoderOnlyLM(cfg)
+@pytest.fixture(scope="module")
+def reference():
+    curve = np.array(check.loss_curve({}, num_steps=STEPS))
+    assert curve[-1] < curve[0] - 0.5  # it trains
+    return curve
+
+
+@pytest.mark.parametrize("layout", [
+    dict(data=8), dict(data=8, fsdp=True), dict(data=2, model=4), dict(data=4, model=2, fsdp=True),
+    dict(pmap=True),
+], ids=["data-parallel", "fsdp", "tensor-parallel", "fsdp+tensor-parallel", "pmap"])
+def test_8_devices_give_the_loss_curve_of_one(layout, reference):
+    curve = np.array(check.loss_curve(layout, num_steps=STEPS))
+    np.testing.assert_allclose(curve, reference, atol=1e-5, rtol=0)
+
+
+def test_shardings_follow_the_layout():
+    _, optimizer, state, _ = check.lm_problem()
+    spec = lambda mesh, fsdp, *path: parallel.state_shardings(  # noqa: E731
+        state, mesh, fsdp=fsdp).params["decoder"]["layer_0"][path[0]][path[1]]["kernel"].spec
+    dp, tp = parallel.make_mesh(8), parallel.make_mesh(2, 4)
+    assert spec(dp, False, "mlp", "wi") == P()
+    assert spec(dp, True, "mlp", "wi") == P(None, "data")  # [32, 64]: the larger axis
+    assert spec(tp, False, "self_attention", "query") == P(None, "model", None)  # [D, H, Dh]
+    assert spec(tp, False, "self_attention", "out") == P("model", None, None)  # [H, Dh, D]
+    assert spec(tp, True, "mlp", "wi") == P("data", "model")
+    assert spec(tp, True, "mlp", "wo") == P("model", "data")
+    # Adam's moments are sharded like their parameters.
+    moments = parallel.state_shardings(state, tp, fsdp=True).opt_state
+    assert P("data", "model") in {s.spec for s in jax.tree.leaves(moments)}
+
+
+def test_tensor_parallel_step_splits_the_heads_and_all_reduces():
+    loss_fn, optimizer, state, arrays = check.lm_problem()
+    mesh = parallel.make_mesh(data=1, model=4)
+    placed, step = parallel.sharded_train_step(loss_fn, optimizer, state, mesh)
+    query = placed.params["decoder"]["layer_0"]["self_attention"]["query"]["kernel"]
+    assert {s.data.shape for s in query.addressable_shards} == {(32, 1, 8)}  # 4 heads / 4
+    hlo = jax.jit(lambda p, b: jax.grad(lambda p: loss_fn(p, b, None)[0])(p),
+                  in_shardings=(parallel.state_shardings(state.params, mesh), None)).lower(
+        placed.params, {"tokens": arrays["tokens"][:8]}).compile().as_text()
+    assert "all-reduce" in hlo
+
+
+def test_sharded_training_resumes_from_a_checkpoint(tmp_path, reference):
+    loss_fn, optimizer, state, arrays = check.lm_problem(num_steps=STEPS)
+    batch_at = train.make_batch_fn(arrays, 16, 0)
+    layout = {"data": 4, "model": 2, "fsdp": True}
+    losses = []
+    for stop in (8, STEPS):  # a run that stops at step 8, then a restart that resumes
+        placed, step = parallel.train_step_for(layout, loss_fn, optimizer,
+                                               jax.tree.map(jnp.copy, state))
+        final, records = train.fit(
+            placed, step, batch_at, num_steps=stop, base_key=jax.random.key(0), log_every=1,
+            checkpointer=train.Checkpointer(tmp_path, every=4), progress=False)
+        losses += [r["loss"] for r in records if r["split"] == "train"]
+    np.testing.assert_allclose(losses, reference, atol=1e-5, rtol=0)
+    kernel = final.params["decoder"]["layer_0"]["mlp"]["wi"]["kernel"]
+    assert kernel.sharding.spec == P("data", "model")  # restored onto the mesh
+
+
+def test_pmap_step_combines_unequal_weights_exactly():
+    """Devices with different numbers of real tokens: the global weighted mean, not the
+    mean of the devices' means."""
 
     def loss_fn(params, batch, _key):
-        logits = model.apply({"params": params}, batch["tokens"][:, :-1])
-        losses, weights = train.cross_entropy(logits, batch["tokens"][:, 1:],
-                                              jnp.ones(logits.shape[:2]))
-        return losses / weights, {"loss_sum": losses, "weight_sum": weights}
+        err = (batch["x"] * params["w"] - batch["y"]) ** 2 * batch["m"]
+        return err.sum() / batch["m"].sum(), {"loss_sum": err.sum(), "weight_sum": batch["m"].sum()}
 
-    tokens = jnp.asarray(np.random.default_rng(0).integers(1, 17, size=(20, 16, 13)), jnp.int32)
-    params = model.init(jax.random.key(0), tokens[0, :, :-1])["params"]
-    optimizer = train.make_optimizer(3e-3, warmup_steps=2, total_steps=20)
-    return loss_fn, optimizer, train.TrainState.create(params, optimizer), tokens
-
-
-def losses_of(step, state, tokens, place=lambda b: b):
-    out = []
-    for i in range(len(tokens)):
-        state, metrics = step(state, place({"tokens": tokens[i]}), jax.random.key(0))
-        out.append(float(metrics["loss"]))
-    return np.array(out), state
-
-
-@pytest.mark.parametrize("fsdp", [False, True], ids=["data-parallel", "fsdp"])
-def test_sharded_training_on_8_devices_matches_one_device(fsdp):
-    loss_fn, optimizer, state, tokens = lm_setup()
-    # The step donates its state, so each run starts from its own copy.
-    single, _ = losses_of(train.make_train_step(loss_fn, optimizer),
-                          jax.tree.map(jnp.copy, state), tokens)
-    mesh = parallel.make_mesh(data=8)
-    placed, step = parallel.sharded_train_step(loss_fn, optimizer, state, mesh, fsdp=fsdp)
-    batch = parallel.batch_sharding(mesh)
-    sharded, final = losses_of(step, placed, tokens, lambda b: jax.device_put(b, batch))
-    np.testing.assert_allclose(sharded, single, atol=1e-5, rtol=0)
-    assert single[-1] < single[0]  # it trains
-    kernel = final.params["decoder"]["layer_0"]["mlp"]["wi"]["kernel"]  # [32, 64]
-    assert kernel.sharding.spec == (jax.sharding.PartitionSpec(None, "data") if fsdp
-                                    else jax.sharding.PartitionSpec())
+    rng = np.random.default_rng(0)
+    batch = {"x": rng.normal(size=(8, 5)), "y": rng.normal(size=(8, 5)),
+             "m": (rng.random((8, 5)) < np.linspace(0.2, 1, 8)[:, None]).astype(np.float32)}
+    batch["m"][:, 0] = 1.0
+    batch = jax.tree.map(lambda x: x.astype(np.float32), batch)
+    optimizer = train.make_optimizer(0.1, warmup_steps=1, total_steps=10, schedule="constant")
+    state = train.TrainState.create({"w": jnp.ones(5)}, optimizer)
+    single, metrics = train.make_train_step(loss_fn, optimizer)(
+        jax.tree.map(jnp.copy, state), batch, jax.random.key(0))  # donates its copy
+    step = parallel.pmap_train_step(loss_fn, optimizer)
+    replicated, pmetrics = step(parallel.replicate(state), parallel.shard_batch(batch),
+                                jax.random.key(0))
+    np.testing.assert_allclose(pmetrics["loss"][0], metrics["loss"], rtol=1e-6)
+    np.testing.assert_allclose(parallel.unreplicate(replicated).params["w"], single.params["w"],
+                               rtol=1e-6)
 
 
-def test_make_mesh_checks_the_device_count():
-    assert parallel.make_mesh(data=4, model=2).shape == {"data": 4, "model": 2}
+def test_two_processes_of_4_devices_give_the_loss_curve_of_one(tmp_path, reference):
+    """``python -m attnjax.parallel.launch -n 2 --local-devices 4 -- python -m
+    attnjax.parallel.check --data 4 --model 2 --fsdp``: jax.distributed on localhost."""
+    out = tmp_path / "curve.json"
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    subprocess.run(
+        [sys.executable, "-m", "attnjax.parallel.launch", "-n", "2", "--local-devices", "4",
+         "--timeout", "50", "--", sys.executable, "-m", "attnjax.parallel.check",
+         "--data", "4", "--model", "2", "--fsdp", "--steps", str(STEPS), "--out", str(out)],
+        cwd=REPO_ROOT, env=env, check=True, timeout=60, capture_output=True)
+    result = json.loads(out.read_text())
+    assert (result["processes"], result["devices"], result["local_devices"]) == (2, 8, 4)
+    np.testing.assert_allclose(result["losses"], reference, atol=1e-5, rtol=0)
+
+
+def test_launch_reports_a_failing_process():
+    code = parallel.launch([sys.executable, "-c", "import os, sys; "
+                            "sys.exit(3 if os.environ['ATTNJAX_PROCESS_ID'] == '1' else 0)"],
+                           processes=2, local_devices=None)
+    assert code == 3
+
+
+def test_bad_layouts_are_refused_with_the_reason():
+    loss_fn, optimizer, state, _ = check.lm_problem()
     with pytest.raises(ValueError, match="needs more than the 8 devices"):
         parallel.make_mesh(data=8, model=2)
+    _, step = parallel.sharded_train_step(loss_fn, optimizer, state, parallel.make_mesh(8))
+    with pytest.raises(ValueError, match="batch of \\[12\\] rows does not split over the 8"):
+        step(state, {"tokens": np.ones((12, 17), np.int32)}, jax.random.key(0))
+    with pytest.raises(ValueError, match="does not split over 8 devices"):
+        parallel.shard_batch({"x": np.ones((12, 3))})

@@ -1,73 +1,57 @@
-"""Training on more than one device with JAX's own runtime (Step 7, in progress).
+"""Training and attention on more than one device, with JAX's own runtime.
 
 * ``make_mesh``: a ``("data", "model")`` device mesh;
-* ``state_shardings``: replicated parameters and optimiser state (data parallel) or each
-  leaf sharded over ``"data"`` on its largest divisible axis (FSDP-style);
-* ``sharded_train_step``: ``train.make_train_step`` jitted with those shardings and the
-  batch split over ``"data"``, so XLA inserts the gradient all-reduce (or the FSDP
-  all-gathers and reduce-scatters) itself. The same global batch gives the same updates as
-  on one device.
+* ``state_shardings`` / ``param_spec``: data parallel (replicated), FSDP (``fsdp=True``:
+  each leaf sharded over ``"data"``) and tensor-parallel heads and MLP units over
+  ``"model"``;
+* ``sharded_train_step``: ``train.make_train_step`` jitted with those shardings; the same
+  global batch gives the same updates as on one device; ``train_step_for(config.parallel,
+  ...)`` picks it (or the plain one-device step) from a config;
+* ``put``: host values onto the mesh as global arrays (works with several processes);
+* ``pmap_train_step`` with ``replicate`` / ``unreplicate`` / ``shard_batch``: the classic
+  ``pmap`` data-parallel step;
+* ``initialize`` and ``python -m attnjax.parallel.launch``: several processes on one
+  machine (``jax.distributed`` with a localhost coordinator, gloo CPU collectives);
+* ``python -m attnjax.parallel.check``: a tiny LM's loss curve under any layout.
 
 Sequence parallelism is ``attnjax.ops.ring_attention``.
 """
 
-from __future__ import annotations
+import ml_collections
 
-from collections.abc import Callable, Sequence
-from typing import Any
-
-import jax
-import numpy as np
-import optax
-from jax.sharding import Mesh, NamedSharding
-from jax.sharding import PartitionSpec as P
-
-from attnjax.train.loop import LossFn, TrainState, make_train_step
-
-
-def make_mesh(data: int | None = None, model: int = 1,
-              devices: Sequence[jax.Device] | None = None) -> Mesh:
-    """A ``(data, model)`` mesh over ``devices`` (default all; ``data`` default: all that
-    ``model`` leaves)."""
-    devices = list(jax.devices() if devices is None else devices)
-    data = len(devices) // model if data is None else data
-    if data < 1 or model < 1 or data * model > len(devices):
-        raise ValueError(f"make_mesh: data={data} x model={model} needs more than the "
-                         f"{len(devices)} devices available")
-    return Mesh(np.array(devices[: data * model]).reshape(data, model), ("data", "model"))
+from attnjax.parallel.distributed import initialize, launch
+from attnjax.parallel.pmap import pmap_train_step, replicate, shard_batch, unreplicate
+from attnjax.parallel.sharding import (
+    batch_sharding,
+    make_mesh,
+    param_spec,
+    put,
+    sharded_train_step,
+    state_shardings,
+    train_step_for,
+)
 
 
-def _fsdp_spec(shape: tuple[int, ...], n: int) -> P:
-    """Shard the largest axis divisible by ``n`` over "data"; replicate if none is."""
-    axes = sorted(range(len(shape)), key=lambda a: -shape[a])
-    for axis in axes:
-        if shape[axis] % n == 0 and shape[axis] >= n:
-            spec = [None] * len(shape)
-            spec[axis] = "data"
-            return P(*spec)
-    return P()
+def default_config() -> ml_collections.ConfigDict:
+    """The ``parallel`` block of a training config: one device unless overridden, e.g.
+    ``--config.parallel.data=8`` (all 8 simulated CPU devices must exist: set
+    ``XLA_FLAGS=--xla_force_host_platform_device_count=8`` before starting)."""
+    return ml_collections.ConfigDict({"data": 1, "model": 1, "fsdp": False})
 
 
-def state_shardings(state: Any, mesh: Mesh, *, fsdp: bool = False) -> Any:
-    """NamedShardings for every leaf of ``state`` (a ``TrainState`` or any pytree)."""
-    n = mesh.shape["data"]
-    return jax.tree.map(
-        lambda x: NamedSharding(mesh, _fsdp_spec(np.shape(x), n) if fsdp else P()), state)
-
-
-def batch_sharding(mesh: Mesh) -> NamedSharding:
-    """Examples (the leading axis) split over "data"."""
-    return NamedSharding(mesh, P("data"))
-
-
-def sharded_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation,
-                       state: TrainState, mesh: Mesh, *, fsdp: bool = False
-                       ) -> tuple[TrainState, Callable]:
-    """``(state placed on the mesh, step)`` where ``step(state, batch, key)`` is the training
-    step of ``train.make_train_step`` compiled for the mesh. Batches are placed with
-    ``batch_sharding`` (their leading size must divide by ``mesh.shape["data"]``)."""
-    shardings = state_shardings(state, mesh, fsdp=fsdp)
-    step = jax.jit(make_train_step(loss_fn, optimizer, jit=False),
-                   in_shardings=(shardings, batch_sharding(mesh), None),
-                   out_shardings=(shardings, None), donate_argnums=0)
-    return jax.device_put(state, shardings), step
+__all__ = [
+    "batch_sharding",
+    "default_config",
+    "initialize",
+    "launch",
+    "make_mesh",
+    "param_spec",
+    "pmap_train_step",
+    "put",
+    "replicate",
+    "shard_batch",
+    "sharded_train_step",
+    "state_shardings",
+    "train_step_for",
+    "unreplicate",
+]
