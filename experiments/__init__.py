@@ -107,5 +107,11 @@ REGISTRY: dict[str, Experiment] = {
             claim="attention's cost scales quadratically with sequence length: doubling the "
             "tokens roughly quadruples the computation",
         ),
+        Experiment(
+            name="scale_out",
+            claim="attention parallelises: split the sequence over n devices (ring attention) "
+            "and each holds about 1/n of the memory while the communication grows only "
+            "linearly with length; sharded training learns exactly what one device learns",
+        ),
     )
 }

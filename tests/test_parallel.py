@@ -142,3 +142,22 @@ def test_bad_layouts_are_refused_with_the_reason():
         step(state, {"tokens": np.ones((12, 17), np.int32)}, jax.random.key(0))
     with pytest.raises(ValueError, match="does not split over 8 devices"):
         parallel.shard_batch({"x": np.ones((12, 3))})
+
+
+def test_scale_out_smoke_measures_memory_communication_and_curves(tour_smoke):
+    tour_dir, _ = tour_smoke
+    results = json.loads((tour_dir / "scale_out" / "results.json").read_text())
+    assert results["verdict"].startswith(("claim holds", "claim does not hold", "mixed"))
+    rows = {(r["method"], r["devices"], r["length"]): r for r in results["attention"]}
+    # Sharded inputs: each ring device's arguments are 1/n of one device's.
+    one, eight = rows["chunked", 1, 256], rows["ring", 8, 256]
+    assert eight["argument_bytes"] * 8 == one["argument_bytes"]
+    assert eight["total_bytes"] < rows["ring", 2, 256]["total_bytes"] < rows["xla", 1, 256][
+        "total_bytes"]
+    # Forward 2(n-1) key/value blocks, backward 2(n-1) blocks and 2n gradient blocks.
+    block = 256 // 8 * 2 * 16 * 4
+    assert eight["collectives"]["collective-permute"]["sent_bytes"] == (4 * 7 + 2 * 8) * block
+    assert all(e["output_error"] < 2e-5 and e["gradient_error"] < 2e-5
+               for e in results["ring_errors"])
+    assert max(results["summary"]["curve_errors"].values()) < 1e-5
+    assert (tour_dir / "scale_out" / "scale_out_attention.png").read_bytes()[:4] == b"\x89PNG"

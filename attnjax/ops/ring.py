@@ -4,16 +4,24 @@ across devices.
 Each device of the ``axis_name`` mesh axis holds one contiguous block of the queries, keys
 and values. The key/value blocks travel around the ring with ``lax.ppermute`` (device ``i``
 sends to ``i + 1``) while every device keeps its query block, so after ``n`` steps each
-query block has met every key block; the blocks are combined with the online softmax of
-``ops.chunked_attention`` (a running row maximum, normaliser and unnormalised output). No
-device ever holds more than one key/value block or a ``[T/n, S/n]`` score block. The
-backward pass is JAX's own transpose of the loop (``ppermute`` transposes to the reverse
-rotation); each step is rematerialised (``jax.checkpoint``), so only the step carries are
-stored, not the score blocks.
+query block has met every key block.
 
-With ``is_causal`` (top-left, query ``i`` sees keys ``j <= i`` in global positions), key
-blocks entirely after a query block are skipped with ``lax.cond`` (their ``ppermute`` still
-runs: the ring must keep turning).
+Within a device, each (query block, key/value block) pair is computed blockwise by the
+kernels of ``ops.chunked`` (online softmax over ``block_q x block_k`` tiles, "Ring Attention
+with Blockwise Transformers"), which return the pair's output and row log-sum-exp; the
+pairs are merged by their log-sum-exps. The backward pass is a ``jax.custom_vjp`` that runs
+the ring again: the key/value blocks travel with their gradient accumulators ``dK, dV``
+(which arrive home after ``n`` rotations) while each device recomputes its tiles'
+probabilities from the saved global log-sum-exp (FlashAttention-2's backward). So no device
+ever holds a ``[T/n, S/n]`` score block, forward or backward: per-device memory is
+``O((T + S) / n)``. Communication per device: ``n - 1`` key/value blocks forward, ``n - 1``
+key/value blocks and ``n`` gradient blocks backward.
+
+With ``is_causal`` (top-left, query ``i`` sees keys ``j <= i`` in global positions) and
+equal query and key lengths, a device's own block is computed with the causal kernel,
+earlier blocks in full and later blocks are skipped (``lax.switch``; the ring keeps
+turning). Causal attention with different query and key lengths uses a simpler dense step
+(each step materialises its ``[T/n, S/n]`` scores, rematerialised in the backward pass).
 
 Layout as everywhere in attnjax: ``query [B, T, H, D]``, ``key/value [B, S, Hk, D|Dv]``,
 sharded on the length axis.
@@ -30,6 +38,8 @@ from jax import lax
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
+from attnjax.ops import chunked as _chunked
+
 try:  # jax >= 0.6
     from jax import shard_map as _shard_map
 except ImportError:  # pragma: no cover - older jax
@@ -38,18 +48,10 @@ except ImportError:  # pragma: no cover - older jax
 Array = jax.Array
 
 
-def ring_attention_shard(query: Array, key: Array, value: Array, *, axis_name: str,
-                         is_causal: bool = False, scale: float | None = None) -> Array:
-    """Ring attention for code already inside ``shard_map`` over ``axis_name``.
-
-    Args:
-      query: this device's ``[B, Tb, H, D]`` block (global positions ``index * Tb ...``).
-      key, value: this device's ``[B, Sb, Hk, D]`` / ``[B, Sb, Hk, Dv]`` blocks; Hk divides H.
-
-    Returns:
-      ``[B, Tb, H, Dv]``: this query block's output over the whole sequence. Query rows that
-      see no key are zero.
-    """
+def _dense_shard(query: Array, key: Array, value: Array, *, axis_name: str,
+                 is_causal: bool, scale: float | None) -> Array:
+    """Ring attention with one dense ``[Tb, Sb]`` score block per step (used for causal
+    attention between different query and key lengths); backward by JAX's transpose."""
     b, tb, h, d = query.shape
     sb, hk, dv = value.shape[-3:]
     g = h // hk
@@ -98,15 +100,147 @@ def ring_attention_shard(query: Array, key: Array, value: Array, *, axis_name: s
     return jnp.moveaxis(out, 3, 1).reshape(b, tb, h, dv).astype(query.dtype)
 
 
+def ring_attention_shard(query: Array, key: Array, value: Array, *, axis_name: str,
+                         is_causal: bool = False, scale: float | None = None,
+                         block_q: int | None = None, block_k: int | None = None) -> Array:
+    """Ring attention for code already inside ``shard_map`` over ``axis_name``.
+
+    Args:
+      query: this device's ``[B, Tb, H, D]`` block (global positions ``index * Tb ...``).
+      key, value: this device's ``[B, Sb, Hk, D]`` / ``[B, Sb, Hk, Dv]`` blocks; Hk divides H.
+      block_q, block_k: tile sizes within a device (default ``ops.chunked.default_blocks``).
+
+    Returns:
+      ``[B, Tb, H, Dv]``: this query block's output over the whole sequence. Query rows that
+      see no key are zero.
+    """
+    b, tb, h, d = query.shape
+    sb, hk, dv = value.shape[-3:]
+    if is_causal and tb != sb:
+        return _dense_shard(query, key, value, axis_name=axis_name, is_causal=True,
+                            scale=scale)
+    scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
+    auto_q, auto_k = _chunked.default_blocks(tb, sb, is_causal)
+    bq = min(tb, auto_q if block_q is None else int(block_q))
+    bk = min(sb, auto_k if block_k is None else int(block_k))
+    n_q, n_k = -(-tb // bq), -(-sb // bk)
+    plans = tuple(_chunked._Plan(tb, sb, bq, bk, n_q, n_k, causal, False, False, scale)
+                  for causal in (False, True))
+    compute = jnp.promote_types(query.dtype, jnp.float32)
+    q = _chunked._pad_axis(query.astype(compute).reshape(b, tb, hk, h // hk, d), 1,
+                           n_q * bq, 0.0)
+    k = _chunked._pad_axis(key.astype(compute), 1, n_k * bk, 0.0)
+    v = _chunked._pad_axis(value.astype(compute), 1, n_k * bk, 0.0)
+    out = _ring(axis_name, bool(is_causal), plans, q, k, v)
+    return out[:, :tb].reshape(b, tb, h, dv).astype(query.dtype)
+
+
+def _kind(source, index, is_causal: bool):
+    """0: the whole block is visible, 1: the device's own block under a causal mask,
+    2: wholly in the future (skipped)."""
+    if not is_causal:
+        return jnp.int32(0)
+    return jnp.where(source < index, 0, jnp.where(source == index, 1, 2)).astype(jnp.int32)
+
+
+def _merge(o, lse, o_blk, lse_blk):
+    """Combine two partial softmax results by their log-sum-exps (-inf: no key seen)."""
+    lse_blk = jnp.where(lse_blk == jnp.inf, -jnp.inf, lse_blk)  # chunked marks no-key rows +inf
+    new = jnp.logaddexp(lse, lse_blk)
+    safe = jnp.where(new == -jnp.inf, 0.0, new)
+    w_old = jnp.moveaxis(jnp.exp(lse - safe), 3, 1)[..., None]  # [B, Tp, Hk, G, 1]
+    w_blk = jnp.moveaxis(jnp.exp(lse_blk - safe), 3, 1)[..., None]
+    return o * w_old + o_blk * w_blk, new
+
+
+def _ring_forward(axis_name, is_causal, plans, q, k, v):
+    n = lax.psum(1, axis_name)
+    index = lax.axis_index(axis_name)
+    rotate = [(i, (i + 1) % n) for i in range(n)]
+    dv = v.shape[-1]
+
+    def visit(kind, k, v):
+        skip = (_chunked._zeros_with_last(q, dv),
+                jnp.full_like(jnp.moveaxis(q[..., 0], 1, 3), -jnp.inf))
+        return lax.switch(kind, [lambda: _chunked._forward(plans[0], q, k, v, None, None),
+                                 lambda: _chunked._forward(plans[1], q, k, v, None, None),
+                                 lambda: skip])
+
+    def attend(i, k, v, o, lse):
+        return _merge(o, lse, *visit(_kind((index - i) % n, index, is_causal), k, v))
+
+    def step(carry, i):
+        k, v, o, lse = carry
+        o, lse = attend(i, k, v, o, lse)
+        k, v = lax.ppermute((k, v), axis_name, rotate)
+        return (k, v, o, lse), None
+
+    init = (k, v, _chunked._zeros_with_last(q, dv),
+            jnp.full_like(jnp.moveaxis(q[..., 0], 1, 3), -jnp.inf))
+    # n - 1 rotations visit every block: the last one is attended where it arrived.
+    (k, v, o, lse), _ = lax.scan(step, init, jnp.arange(n - 1))
+    o, lse = attend(n - 1, k, v, o, lse)
+    return o, jnp.where(lse == -jnp.inf, jnp.inf, lse)  # chunked's convention for the backward
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+def _ring(axis_name, is_causal, plans, q, k, v):
+    return _ring_forward(axis_name, is_causal, plans, q, k, v)[0]
+
+
+def _ring_fwd(axis_name, is_causal, plans, q, k, v):
+    o, lse = _ring_forward(axis_name, is_causal, plans, q, k, v)
+    return o, (q, k, v, o, lse)
+
+
+def _ring_bwd(axis_name, is_causal, plans, residuals, do):
+    q, k, v, o, lse = residuals
+    n = lax.psum(1, axis_name)
+    index = lax.axis_index(axis_name)
+    rotate = [(i, (i + 1) % n) for i in range(n)]
+
+    def visit(kind, k, v):
+        skip = (jnp.zeros_like(q), jnp.zeros_like(k), jnp.zeros_like(v), None)
+        branches = [
+            lambda: _chunked._backward(plans[0], q, k, v, None, None, o, lse, do),
+            lambda: _chunked._backward(plans[1], q, k, v, None, None, o, lse, do),
+            lambda: skip,
+        ]
+        return lax.switch(kind, branches)[:3]
+
+    def accumulate(i, k, v, dk, dv, dq):
+        dq_blk, dk_blk, dv_blk = visit(_kind((index - i) % n, index, is_causal), k, v)
+        return dk + dk_blk, dv + dv_blk, dq + dq_blk
+
+    def step(carry, i):
+        k, v, dk, dv, dq = carry
+        dk, dv, dq = accumulate(i, k, v, dk, dv, dq)
+        # Gradient accumulators travel with their blocks.
+        k, v, dk, dv = lax.ppermute((k, v, dk, dv), axis_name, rotate)
+        return (k, v, dk, dv, dq), None
+
+    init = (k, v, jnp.zeros_like(k), jnp.zeros_like(v), jnp.zeros_like(q))
+    (k, v, dk, dv, dq), _ = lax.scan(step, init, jnp.arange(n - 1))
+    dk, dv, dq = accumulate(n - 1, k, v, dk, dv, dq)
+    dk, dv = lax.ppermute((dk, dv), axis_name, rotate)  # the n-th rotation brings them home
+    return dq, dk, dv
+
+
+_ring.defvjp(_ring_fwd, _ring_bwd)
+
+
 def ring_attention(query: Array, key: Array, value: Array, *, mesh: Mesh,
                    axis_name: str = "seq", is_causal: bool = False,
-                   scale: float | None = None) -> Array:
+                   scale: float | None = None, block_q: int | None = None,
+                   block_k: int | None = None) -> Array:
     """Exact attention with the sequence axis sharded over ``mesh.shape[axis_name]`` devices.
 
     Args:
       query: ``[B, T, H, D]``; key: ``[B, S, Hk, D]``; value: ``[B, S, Hk, Dv]``. T and S must
         be divisible by the number of devices on ``axis_name``.
       mesh: a ``jax.sharding.Mesh`` with an ``axis_name`` axis (other axes replicate).
+      block_q, block_k: tile sizes within a device (default ``ops.chunked.default_blocks``
+        of the per-device lengths).
 
     Returns:
       ``[B, T, H, Dv]``, sharded like ``query`` (length over ``axis_name``).
@@ -125,6 +259,6 @@ def ring_attention(query: Array, key: Array, value: Array, *, mesh: Mesh,
                          f"be equal and divide the query heads {query.shape[2]}")
     spec = P(None, axis_name, None, None)
     fn = functools.partial(ring_attention_shard, axis_name=axis_name, is_causal=is_causal,
-                           scale=scale)
+                           scale=scale, block_q=block_q, block_k=block_k)
     return _shard_map(fn, mesh=mesh, in_specs=(spec, spec, spec), out_specs=spec)(
         query, key, value)

@@ -7,6 +7,7 @@
 * ``sharded_train_step``: ``train.make_train_step`` jitted with those shardings; the same
   global batch gives the same updates as on one device; ``train_step_for(config.parallel,
   ...)`` picks it (or the plain one-device step) from a config;
+* ``measure``: per-device memory and collective bytes of a compiled program;
 * ``put``: host values onto the mesh as global arrays (works with several processes);
 * ``pmap_train_step`` with ``replicate`` / ``unreplicate`` / ``shard_batch``: the classic
   ``pmap`` data-parallel step;
@@ -19,6 +20,7 @@ Sequence parallelism is ``attnjax.ops.ring_attention``.
 
 import ml_collections
 
+from attnjax.parallel import measure
 from attnjax.parallel.distributed import initialize, launch
 from attnjax.parallel.pmap import pmap_train_step, replicate, shard_batch, unreplicate
 from attnjax.parallel.sharding import (
@@ -26,6 +28,7 @@ from attnjax.parallel.sharding import (
     make_mesh,
     param_spec,
     put,
+    sharded_step_function,
     sharded_train_step,
     state_shardings,
     train_step_for,
@@ -45,11 +48,13 @@ __all__ = [
     "initialize",
     "launch",
     "make_mesh",
+    "measure",
     "param_spec",
     "pmap_train_step",
     "put",
     "replicate",
     "shard_batch",
+    "sharded_step_function",
     "sharded_train_step",
     "state_shardings",
     "train_step_for",

@@ -110,6 +110,19 @@ def put(tree: Any, shardings: Any) -> Any:
     return jax.tree.map(one, tree, shardings)
 
 
+def sharded_step_function(loss_fn: LossFn, optimizer: optax.GradientTransformation,
+                          state: Any, mesh: Mesh, *, fsdp: bool = False
+                          ) -> tuple[Any, Callable]:
+    """``(state shardings, jitted step)``: the step of ``sharded_train_step`` before any
+    placement or checks, for ``.lower(...)`` with ``jax.ShapeDtypeStruct`` arguments (e.g.
+    to read its memory and communication with ``attnjax.parallel.measure``)."""
+    shardings = state_shardings(state, mesh, fsdp=fsdp)
+    compiled = jax.jit(make_train_step(loss_fn, optimizer, jit=False),
+                       in_shardings=(shardings, batch_sharding(mesh), NamedSharding(mesh, P())),
+                       out_shardings=(shardings, NamedSharding(mesh, P())), donate_argnums=0)
+    return shardings, compiled
+
+
 def sharded_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation,
                        state: TrainState, mesh: Mesh, *, fsdp: bool = False
                        ) -> tuple[TrainState, Callable]:
@@ -119,13 +132,10 @@ def sharded_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation,
     The global batch size must divide by ``mesh.shape["data"]``; with a "model" axis the
     number of heads (and MLP width) must divide by ``mesh.shape["model"]`` to be split
     (leaves that do not divide are replicated)."""
-    shardings = state_shardings(state, mesh, fsdp=fsdp)
+    shardings, compiled = sharded_step_function(loss_fn, optimizer, state, mesh, fsdp=fsdp)
     replicated = NamedSharding(mesh, P())
     batch_spec = batch_sharding(mesh)
     data = mesh.shape["data"]
-    compiled = jax.jit(make_train_step(loss_fn, optimizer, jit=False),
-                       in_shardings=(shardings, batch_spec, replicated),
-                       out_shardings=(shardings, replicated), donate_argnums=0)
 
     def step(state, batch, base_key):
         rows = {np.shape(x)[0] for x in jax.tree.leaves(batch)}

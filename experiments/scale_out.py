@@ -1,0 +1,426 @@
+"""Does attention scale past one device?
+
+Sequence parallelism: ring attention (``ops.ring_attention``) splits the sequence over n
+devices; each keeps its query block while key/value blocks travel around the ring. Sharded
+training: data parallel, FSDP and tensor-parallel heads (``attnjax.parallel``).
+
+Measured on ``config.devices`` simulated CPU devices (one process; a child process with
+``XLA_FLAGS=--xla_force_host_platform_device_count`` when this one has fewer):
+
+1. per-device memory of exact attention, forward+backward, vs sequence length: one device
+   (``xla``, which materialises the scores, and ``chunked``) and ring attention on 2, 4, 8
+   devices, inputs sharded on the length axis. XLA's buffer assignment of the compiled
+   program (``parallel.measure.memory``): what each device allocates, identical on real
+   devices of the same kind; nothing this large is run;
+2. the communication per device per step: bytes each device sends, read from the compiled
+   program's collectives (``parallel.measure.collectives``), next to its matmul FLOPs;
+3. ring attention run at ``check_length`` on 2, 4, 8 devices against one device (output and
+   gradients, causal and not);
+4. training: ``attnjax.parallel.check``'s loss curve under every layout and as 2 processes x
+   4 devices (``jax.distributed``) vs one device; and the per-device memory and
+   communication of each layout's training step for a mid-size LM (compiled, not run).
+
+Timings are not reported: simulated devices share this machine's two cores.
+
+    python -m experiments.scale_out [--config configs/scale_out.py[:smoke]]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from attnjax import experiment, nn, ops, parallel, train
+from attnjax.parallel import check, measure
+from experiments import REGISTRY
+
+NAME = "scale_out"
+CLAIM = REGISTRY[NAME].claim
+MIB = 2**20
+
+
+def parse_layout(text: str) -> dict:
+    """``"data=4,model=2,fsdp"`` -> ``{"data": 4, "model": 2, "fsdp": True}``; ``"pmap"``."""
+    layout: dict = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, _, value = part.partition("=")
+        if key not in ("data", "model", "fsdp", "pmap"):
+            raise ValueError(f"scale_out: unknown layout field {key!r} in {text!r}; expected "
+                             "data=N, model=N, fsdp or pmap")
+        layout[key] = int(value) if value else True
+    return layout
+
+
+# --------------------------------------------------------------------------- attention
+def attention_flops(config, length: int) -> float:
+    """Matmul FLOPs of forward+backward (3x the forward's 4 B H T S D), causal halved."""
+    flops = 12.0 * config.batch * config.heads * length * length * config.head_dim
+    return flops / 2 if config.causal else flops
+
+
+def _compile_attention(fn, config, length: int, sharding=None):
+    shape = (config.batch, length, config.heads, config.head_dim)
+    arg = jax.ShapeDtypeStruct(shape, jnp.float32, sharding=sharding)
+    grad = jax.grad(lambda q, k, v: jnp.sum(fn(q, k, v)), (0, 1, 2))
+    jitted = jax.jit(grad) if sharding is None else jax.jit(
+        grad, in_shardings=(sharding,) * 3, out_shardings=(sharding,) * 3)
+    return jitted.lower(arg, arg, arg).compile()
+
+
+def attention_rows(config) -> list[dict]:
+    rows = []
+    devices = jax.devices()
+    for length in config.lengths:
+        for impl in ("xla", "chunked"):
+            fn = lambda q, k, v, impl=impl: ops.dot_product_attention(  # noqa: E731
+                q, k, v, is_causal=config.causal, implementation=impl)
+            compiled = _compile_attention(fn, config, length)
+            rows.append({"length": length, "method": impl, "devices": 1,
+                         **measure.memory(compiled), "sent_bytes": 0.0,
+                         "flops_per_device": attention_flops(config, length)})
+        for n in config.ring_devices:
+            mesh = Mesh(np.array(devices[:n]), ("seq",))
+            fn = lambda q, k, v, mesh=mesh: ops.ring_attention(  # noqa: E731
+                q, k, v, mesh=mesh, is_causal=config.causal)
+            compiled = _compile_attention(fn, config, length,
+                                          NamedSharding(mesh, P(None, "seq")))
+            comm = measure.collectives(compiled)
+            rows.append({"length": length, "method": "ring", "devices": n,
+                         **measure.memory(compiled),
+                         "sent_bytes": sum(c["sent_bytes"] for c in comm.values()),
+                         "collectives": comm,
+                         "flops_per_device": attention_flops(config, length) / n})
+        print(f"T={length}: " + ", ".join(
+            f"{r['method']}x{r['devices']} {r['total_bytes'] / MIB:.1f} MiB"
+            for r in rows if r["length"] == length))
+    return rows
+
+
+def ring_errors(config) -> list[dict]:
+    """Ring attention vs one device, run: max abs error of the output and the gradients."""
+    shape = (config.batch, config.check_length, config.heads, config.head_dim)
+    q, k, v, cotangent = (jax.random.normal(jax.random.key(config.seed + i), shape)
+                          for i in range(4))
+    errors = []
+    for causal in config.check_causal:
+        def loss(q, k, v, fn):
+            return jnp.sum(fn(q, k, v) * cotangent)
+
+        reference = jax.jit(jax.value_and_grad(lambda q, k, v: loss(
+            q, k, v, lambda *a: ops.dot_product_attention(*a, is_causal=causal,
+                                                           implementation="xla")), (0, 1, 2)))
+        ref_out = ops.dot_product_attention(q, k, v, is_causal=causal, implementation="xla")
+        _, ref_grads = reference(q, k, v)
+        for n in config.ring_devices:
+            mesh = Mesh(np.array(jax.devices()[:n]), ("seq",))
+            ring = lambda *a, mesh=mesh: ops.ring_attention(  # noqa: E731
+                *a, mesh=mesh, is_causal=causal)
+            out = jax.jit(ring)(q, k, v)
+            _, grads = jax.jit(jax.value_and_grad(lambda q, k, v, ring=ring: loss(
+                q, k, v, ring), (0, 1, 2)))(q, k, v)
+            errors.append({
+                "devices": n, "causal": causal, "length": config.check_length,
+                "output_error": float(jnp.abs(out - ref_out).max()),
+                "gradient_error": max(float(jnp.abs(g - r).max())
+                                      for g, r in zip(grads, ref_grads))})
+    return errors
+
+
+# --------------------------------------------------------------------------- training
+def layout_costs(config) -> list[dict]:
+    """Per-device memory and communication of one training step of a mid-size LM under
+    each layout (compiled from shapes; nothing is allocated or run)."""
+    lm = config.lm
+    model = nn.DecoderOnlyLM(nn.TransformerConfig(
+        vocab_size=lm.vocab_size, model_dim=lm.model_dim, num_heads=lm.num_heads,
+        num_layers=lm.num_layers, mlp_dim=lm.mlp_dim, dropout_rate=0.0, max_len=lm.length,
+        activation="gelu"))
+
+    def loss_fn(params, batch, _key):
+        logits = model.apply({"params": params}, batch["tokens"][:, :-1])
+        loss_sum, weight_sum = train.cross_entropy(logits, batch["tokens"][:, 1:],
+                                                   jnp.ones(logits.shape[:2]))
+        return loss_sum / weight_sum, {"loss_sum": loss_sum, "weight_sum": weight_sum}
+
+    tokens = jax.ShapeDtypeStruct((lm.batch_size, lm.length + 1), jnp.int32)
+    optimizer = train.make_optimizer(1e-3, warmup_steps=10, total_steps=100)
+    state = jax.eval_shape(lambda: train.TrainState.create(model.init(
+        jax.random.key(0), jnp.zeros((1, lm.length), jnp.int32))["params"], optimizer))
+    param_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state.params))
+    rows = []
+    layouts = ["data=1", *[t for t in config.layouts if t != "pmap"]]
+    for text in layouts:
+        layout = parse_layout(text)
+        mesh = parallel.make_mesh(layout.get("data", 1) or None, layout.get("model", 1))
+        shardings, step = parallel.sharded_step_function(
+            loss_fn, optimizer, state, mesh, fsdp=layout.get("fsdp", False))
+        placed = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+                              state, shardings)
+        batch = {"tokens": jax.ShapeDtypeStruct(tokens.shape, tokens.dtype,
+                                                sharding=parallel.batch_sharding(mesh))}
+        compiled = step.lower(placed, batch, jax.random.key(0)).compile()
+        comm = measure.collectives(compiled)
+        rows.append({"layout": text, "devices": mesh.size, **measure.memory(compiled),
+                     "sent_bytes": sum(c["sent_bytes"] for c in comm.values()),
+                     "collectives": comm, "param_bytes": param_bytes})
+        print(f"{text:>22}: {rows[-1]['total_bytes'] / MIB:8.1f} MiB per device, sends "
+              f"{rows[-1]['sent_bytes'] / MIB:8.1f} MiB per step")
+    return rows
+
+
+def loss_curves(config) -> dict:
+    curves = {"one device": check.loss_curve({}, num_steps=config.train_steps)}
+    for text in config.layouts:
+        curves[text] = check.loss_curve(parse_layout(text), num_steps=config.train_steps)
+    return curves
+
+
+def two_process_curve(config) -> dict | None:
+    """The loss curve of ``config.multiprocess`` as 2 processes x devices/2 devices."""
+    if not config.multiprocess:
+        return None
+    layout = parse_layout(config.multiprocess)
+    args = [f"--{k}" if v is True else f"--{k}={v}" for k, v in layout.items()]
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / "curve.json"
+        env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+        command = [sys.executable, "-m", "attnjax.parallel.launch", "-n", "2",
+                   "--local-devices", str(config.devices // 2), "--timeout", "300", "--",
+                   sys.executable, "-m", "attnjax.parallel.check", *args,
+                   "--steps", str(config.train_steps), "--out", str(out)]
+        subprocess.run(command, env=env, check=True, capture_output=True)
+        result = json.loads(out.read_text())
+    result["command"] = " ".join(["python -m attnjax.parallel.launch -n 2 --local-devices",
+                                  str(config.devices // 2), "-- python -m",
+                                  "attnjax.parallel.check", *args])
+    return result
+
+
+# --------------------------------------------------------------------------- run
+def measure_all(config) -> dict:
+    """Everything that needs ``config.devices`` devices."""
+    return {"attention": attention_rows(config), "ring_errors": ring_errors(config),
+            "layouts": layout_costs(config), "curves": loss_curves(config)}
+
+
+def _in_child(config) -> dict:
+    """``measure_all`` in a child process that has ``config.devices`` CPU devices."""
+    with tempfile.TemporaryDirectory() as folder:
+        config_path, out_path = Path(folder) / "config.json", Path(folder) / "out.json"
+        config_path.write_text(config.to_json())
+        flags = [f for f in os.environ.get("XLA_FLAGS", "").split()
+                 if not f.startswith("--xla_force_host_platform_device_count")]
+        env = {**os.environ, "XLA_FLAGS": " ".join(
+            [*flags, f"--xla_force_host_platform_device_count={config.devices}"])}
+        subprocess.run([sys.executable, "-m", "experiments.scale_out", "--measure",
+                        str(config_path), str(out_path)], env=env, check=True,
+                       cwd=Path(__file__).resolve().parents[1])
+        return json.loads(out_path.read_text())
+
+
+def _slope(xs, ys) -> float:
+    return float(np.polyfit(np.log(xs), np.log(ys), 1)[0])
+
+
+def summarise(data: dict, config) -> dict:
+    attention = data["attention"]
+    top = max(config.lengths)
+    at = {(r["method"], r["devices"], r["length"]): r for r in attention}
+    ring_n = list(config.ring_devices)
+    slopes = {t: _slope(ring_n, [at["ring", n, t]["total_bytes"] for n in ring_n])
+              for t in config.lengths} if len(ring_n) > 1 else {}
+    memory_slope = slopes.get(top, float("nan"))
+    last_two = (_slope(ring_n[-2:], [at["ring", n, top]["total_bytes"] for n in ring_n[-2:]])
+                if len(ring_n) > 1 else float("nan"))
+    largest = max(ring_n)
+    ring_lengths = [at["ring", largest, t] for t in config.lengths]
+    comm_slope = (_slope(config.lengths, [r["sent_bytes"] for r in ring_lengths])
+                  if len(config.lengths) > 1 else float("nan"))
+    versus = [{"length": t,
+               "xla_one_device_mib": at["xla", 1, t]["total_bytes"] / MIB,
+               "chunked_one_device_mib": at["chunked", 1, t]["total_bytes"] / MIB,
+               f"ring_{largest}_devices_mib": at["ring", largest, t]["total_bytes"] / MIB,
+               "xla_over_ring": at["xla", 1, t]["total_bytes"] / at["ring", largest, t][
+                   "total_bytes"],
+               "ring_sent_mib": at["ring", largest, t]["sent_bytes"] / MIB,
+               "ring_bytes_per_flop": at["ring", largest, t]["sent_bytes"]
+               / at["ring", largest, t]["flops_per_device"]} for t in config.lengths]
+    ref = np.array(data["curves"]["one device"])
+    curve_errors = {k: float(np.abs(np.array(c) - ref).max())
+                    for k, c in data["curves"].items() if k != "one device"}
+    if data.get("two_process"):
+        curve_errors["2 processes: " + config.multiprocess] = float(
+            np.abs(np.array(data["two_process"]["losses"]) - ref).max())
+    return {"memory_slope_vs_devices": memory_slope, "memory_length": top,
+            "memory_slope_by_length": {str(t): v for t, v in slopes.items()},
+            "memory_slope_last_two_devices": last_two,
+            "comm_slope_vs_length": comm_slope, "with_vs_without": versus,
+            "max_ring_error": max(max(e["output_error"], e["gradient_error"])
+                                  for e in data["ring_errors"]),
+            "curve_errors": curve_errors}
+
+
+def verdict_of(s: dict, data: dict, config) -> dict:
+    first, last = s["with_vs_without"][0], s["with_vs_without"][-1]
+    largest = max(config.ring_devices)
+    layouts = {r["layout"]: r for r in data["layouts"]}
+    one = layouts["data=1"]
+    layout_text = "; ".join(
+        f"{k}: {r['total_bytes'] / one['total_bytes']:.2f}x the memory, sends "
+        f"{r['sent_bytes'] / r['param_bytes']:.2f}x the parameter bytes"
+        for k, r in layouts.items() if k != "data=1")
+    measured = (
+        f"per-device memory of exact attention fwd+bwd at T={s['memory_length']} falls as "
+        f"n^{s['memory_slope_vs_devices']:.2f} over {tuple(config.ring_devices)} ring devices "
+        f"(n^{s['memory_slope_last_two_devices']:.2f} over the last two; at T="
+        + ", ".join(f"{t}: n^{v:.2f}" for t, v in s["memory_slope_by_length"].items()) + "); "
+        f"one device (xla) {first['xla_one_device_mib']:.0f} MiB at T={first['length']} and "
+        f"{last['xla_one_device_mib']:.0f} MiB at T={last['length']}, chunked "
+        f"{last['chunked_one_device_mib']:.0f} MiB, ring on {largest} devices "
+        f"{last[f'ring_{largest}_devices_mib']:.0f} MiB per device "
+        f"({last['xla_over_ring']:.0f}x less than xla); ring sends "
+        f"{first['ring_sent_mib']:.1f} -> {last['ring_sent_mib']:.1f} MiB per device per step "
+        f"(T^{s['comm_slope_vs_length']:.2f}) while its FLOPs grow as T^2: "
+        f"{first['ring_bytes_per_flop']:.2g} -> {last['ring_bytes_per_flop']:.2g} bytes/FLOP; "
+        f"ring vs one device max error {s['max_ring_error']:.1e}; loss curves vs one device: "
+        + ", ".join(f"{k} {v:.1e}" for k, v in s["curve_errors"].items())
+        + f"; mid-size LM step on {config.devices} devices vs 1: {layout_text}")
+    failures = []
+    if s["max_ring_error"] > config.tolerance:
+        failures.append(f"ring attention differs from one device by {s['max_ring_error']:.1e}")
+    if not s["memory_slope_vs_devices"] <= -0.8:
+        failures.append("per-device memory does not fall about linearly with devices")
+    if not s["comm_slope_vs_length"] < 1.5:
+        failures.append("communication grows faster than linearly with length")
+    bad = [k for k, v in s["curve_errors"].items() if v > config.curve_tolerance]
+    if bad:
+        failures.append("loss curves differ from one device: " + ", ".join(bad))
+    if failures:
+        verdict = "mixed: " + "; ".join(failures)
+    else:
+        verdict = (f"claim holds: split over n devices, exact attention needs n^"
+                   f"{s['memory_slope_vs_devices']:.2f} of the per-device memory and sends "
+                   f"only T^{s['comm_slope_vs_length']:.2f} bytes while it computes T^2; "
+                   f"every sharded layout trains like one device")
+    return {"claim": CLAIM, "measured": measured, "verdict": verdict}
+
+
+def plot_attention(data: dict, config, run_dir) -> str:
+    figure = Figure(figsize=(15, 4.2))
+    FigureCanvasAgg(figure)
+    left, middle, right = figure.subplots(1, 3)
+    rows = data["attention"]
+    lengths = list(config.lengths)
+    series = [("xla", 1, "one device, xla (scores materialised)"),
+              ("chunked", 1, "one device, chunked"),
+              *[("ring", n, f"ring attention, {n} devices") for n in config.ring_devices]]
+    for method, n, label in series:
+        ys = [next(r["total_bytes"] for r in rows if (r["method"], r["devices"], r["length"])
+                   == (method, n, t)) / MIB for t in lengths]
+        left.plot(lengths, ys, "o-", label=label)
+    left.set(xscale="log", yscale="log", xlabel="sequence length T",
+             ylabel="per-device memory, fwd+bwd (MiB)",
+             title=f"B={config.batch}, H={config.heads}, D={config.head_dim}, fp32")
+    left.legend(fontsize=7)
+    for t in lengths:
+        ring = [r for r in rows if r["method"] == "ring" and r["length"] == t]
+        middle.plot([r["devices"] for r in ring], [r["total_bytes"] / MIB for r in ring], "o-",
+                    label=f"T={t}")
+    n = np.array(config.ring_devices, float)
+    top = [r["total_bytes"] / MIB for r in rows if r["method"] == "ring"
+           and r["length"] == max(lengths)]
+    middle.plot(n, top[0] * n[0] / n, "k--", lw=1, label="1/n")
+    middle.set(xscale="log", yscale="log", xlabel="devices n", ylabel="MiB per device",
+               title="Ring attention: memory vs devices")
+    middle.set_xticks(config.ring_devices, [str(d) for d in config.ring_devices])
+    middle.legend(fontsize=7)
+    for n_dev in config.ring_devices:
+        ring = [r for r in rows if r["method"] == "ring" and r["devices"] == n_dev]
+        right.plot([r["length"] for r in ring], [r["sent_bytes"] / MIB for r in ring], "o-",
+                   label=f"{n_dev} devices: sent")
+    right.set(xscale="log", yscale="log", xlabel="sequence length T",
+              ylabel="MiB sent per device per step", title="Ring communication vs compute")
+    twin = right.twinx()
+    ring = [r for r in rows if r["method"] == "ring" and r["devices"] == max(config.ring_devices)]
+    twin.plot([r["length"] for r in ring], [r["flops_per_device"] / 1e9 for r in ring], "k:",
+              label="GFLOP per device (max n)")
+    twin.set(yscale="log", ylabel="GFLOP per device")
+    right.legend(fontsize=7, loc="upper left")
+    twin.legend(fontsize=7, loc="lower right")
+    figure.tight_layout()
+    path = run_dir.figure_path("scale_out_attention")
+    figure.savefig(path, dpi=110)
+    return path.name
+
+
+def plot_training(data: dict, config, run_dir) -> str:
+    figure = Figure(figsize=(15, 4.2))
+    FigureCanvasAgg(figure)
+    left, middle, right = figure.subplots(1, 3)
+    ref = np.array(data["curves"]["one device"])
+    steps = np.arange(1, len(ref) + 1)
+    left.plot(steps, ref, "k-", lw=3, alpha=0.4, label="one device")
+    curves = dict(data["curves"])
+    if data.get("two_process"):
+        curves["2 processes x 4: " + config.multiprocess] = data["two_process"]["losses"]
+    for name, curve in curves.items():
+        if name == "one device":
+            continue
+        left.plot(steps, curve, "--", lw=1, label=name)
+        middle.plot(steps, np.maximum(np.abs(np.array(curve) - ref), 1e-9), "o-", ms=3,
+                    label=name)
+    left.set(xlabel="step", ylabel="training loss", title="Same global batches, any layout")
+    left.legend(fontsize=7)
+    middle.axhline(config.curve_tolerance, color="r", lw=1, ls="--", label="tolerance")
+    middle.set(yscale="log", xlabel="step", ylabel="|loss - loss on one device|",
+               title="Difference from one device")
+    middle.legend(fontsize=6)
+    layouts = data["layouts"]
+    x = np.arange(len(layouts))
+    right.bar(x - 0.2, [r["total_bytes"] / MIB for r in layouts], 0.4, label="MiB per device")
+    right.bar(x + 0.2, [r["sent_bytes"] / MIB for r in layouts], 0.4,
+              label="MiB sent per device per step")
+    right.set_xticks(x, [r["layout"] for r in layouts], rotation=20, fontsize=7)
+    lm = config.lm
+    right.set(ylabel="MiB", title=f"LM step, d={lm.model_dim}, {lm.num_layers} layers, "
+              f"B={lm.batch_size}x{lm.length}")
+    right.legend(fontsize=7)
+    figure.tight_layout()
+    path = run_dir.figure_path("scale_out_training")
+    figure.savefig(path, dpi=110)
+    return path.name
+
+
+def run(config: ml_collections.ConfigDict, run_dir: experiment.RunDir) -> dict:
+    data = measure_all(config) if jax.device_count() >= config.devices else _in_child(config)
+    data["two_process"] = two_process_curve(config)
+    for row in data["attention"]:
+        run_dir.log({"kind": "attention", **{k: v for k, v in row.items()
+                                             if k != "collectives"}})
+    summary = summarise(data, config)
+    results = {**data, "summary": summary,
+               "figures": [plot_attention(data, config, run_dir),
+                           plot_training(data, config, run_dir)]}
+    results.update(verdict_of(summary, data, config))
+    return results
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--measure"]:
+        config = ml_collections.ConfigDict(json.loads(Path(sys.argv[2]).read_text()))
+        Path(sys.argv[3]).write_text(json.dumps(measure_all(config)))
+    else:
+        experiment.main(NAME, run)
