@@ -27,6 +27,7 @@ Timings are not reported: simulated devices share this machine's two cores.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -114,28 +115,25 @@ def ring_errors(config) -> list[dict]:
     shape = (config.batch, config.check_length, config.heads, config.head_dim)
     q, k, v, cotangent = (jax.random.normal(jax.random.key(config.seed + i), shape)
                           for i in range(4))
+
+    def output_and_grads(fn):
+        out = jax.jit(fn)(q, k, v)
+        grads = jax.jit(jax.grad(lambda *a: jnp.sum(fn(*a) * cotangent), (0, 1, 2)))(q, k, v)
+        return out, grads
+
     errors = []
     for causal in config.check_causal:
-        def loss(q, k, v, fn):
-            return jnp.sum(fn(q, k, v) * cotangent)
-
-        reference = jax.jit(jax.value_and_grad(lambda q, k, v: loss(
-            q, k, v, lambda *a: ops.dot_product_attention(*a, is_causal=causal,
-                                                           implementation="xla")), (0, 1, 2)))
-        ref_out = ops.dot_product_attention(q, k, v, is_causal=causal, implementation="xla")
-        _, ref_grads = reference(q, k, v)
+        ref_out, ref_grads = output_and_grads(functools.partial(
+            ops.dot_product_attention, is_causal=causal, implementation="xla"))
         for n in config.ring_devices:
             mesh = Mesh(np.array(jax.devices()[:n]), ("seq",))
-            ring = lambda *a, mesh=mesh: ops.ring_attention(  # noqa: E731
-                *a, mesh=mesh, is_causal=causal)
-            out = jax.jit(ring)(q, k, v)
-            _, grads = jax.jit(jax.value_and_grad(lambda q, k, v, ring=ring: loss(
-                q, k, v, ring), (0, 1, 2)))(q, k, v)
+            out, grads = output_and_grads(functools.partial(
+                ops.ring_attention, mesh=mesh, is_causal=causal))
             errors.append({
                 "devices": n, "causal": causal, "length": config.check_length,
                 "output_error": float(jnp.abs(out - ref_out).max()),
                 "gradient_error": max(float(jnp.abs(g - r).max())
-                                      for g, r in zip(grads, ref_grads))})
+                                      for g, r in zip(grads, ref_grads, strict=True))})
     return errors
 
 
