@@ -3,7 +3,7 @@
 Variants (``configs/scale_out.py:VARIANT``):
   tour (default)  T = 1024 ... 65536 on 2, 4 and 8 simulated CPU devices; every training
                   layout over 20 steps, and 2 processes x 4 devices.
-  smoke           two short lengths, one layout, no second process: for the tests.
+  smoke           two short lengths, no training curves (tests/test_parallel.py has them).
 """
 
 import ml_collections
@@ -36,6 +36,8 @@ def get_config(arg=None):
     c.train_steps = 20
     c.layouts = ("data=8", "data=8,fsdp", "data=2,model=4", "data=4,model=2,fsdp", "pmap")
     c.multiprocess = "data=4,model=2,fsdp"  # launched as 2 processes x 4 devices; "" = skip
+    # Layouts whose mid-size LM step is compiled and read (below; one device is always read).
+    c.cost_layouts = ("data=8", "data=8,fsdp", "data=2,model=4", "data=4,model=2,fsdp")
     c.curve_tolerance = 1e-5
     # A mid-size LM whose training step's per-device memory and communication are read per
     # layout (compiled, not run).
@@ -49,8 +51,9 @@ def get_config(arg=None):
         c.ring_devices = (2, 8)
         c.check_length = 128
         c.check_causal = (True,)
-        c.train_steps = 3
-        c.layouts = ("data=8",)
+        c.train_steps = 2
+        c.layouts = ()  # the curves are tests/test_parallel.py's
+        c.cost_layouts = ("data=8",)
         c.multiprocess = ""
         c.lm = ml_collections.ConfigDict(
             {"model_dim": 32, "num_heads": 4, "num_layers": 1, "mlp_dim": 64, "vocab_size": 64,

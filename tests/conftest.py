@@ -43,3 +43,15 @@ def tour_smoke(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("tour")
     status = tour.main(["--smoke", "--workdir", str(workdir)])
     return workdir, status
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the markers
+def pytest_collection_modifyitems(config, items):
+    """Groups for ``pytest -n 2 --dist loadgroup`` (pytest-xdist): every test that reads the
+    shared ``tour_smoke`` run goes to one worker, so the tour runs once; the other tests
+    are grouped by file, so module fixtures are built once. Without xdist the markers are
+    inert."""
+    for item in items:
+        tour = "tour_smoke" in getattr(item, "fixturenames", ())
+        group = "tour" if tour else item.module.__name__
+        item.add_marker(pytest.mark.xdist_group(group))
