@@ -197,8 +197,11 @@ def _forward(plan: _Plan, q, k, v, mask, bias):
     return lax.fori_loop(0, plan.n_q, query_block, init)
 
 
-def _backward(plan: _Plan, q, k, v, mask, bias, o, lse, do):
-    """Gradients of ``sum(o * do)``; shapes as in ``_forward``. Returns dq, dk, dv, dbias."""
+def _backward(plan: _Plan, q, k, v, mask, bias, o, lse, do, init=None):
+    """Gradients of ``sum(o * do)``; shapes as in ``_forward``. Returns dq, dk, dv, dbias.
+
+    ``init``: ``(dq, dk, dv)`` to add the gradients to (``ops.ring`` accumulates over its
+    steps in place); default zeros."""
     bq = plan.block_q
     scale = jnp.asarray(plan.scale, q.dtype)
     delta = jnp.transpose(jnp.sum(do * o, axis=-1), (0, 2, 3, 1))  # [B, Hk, G, Tp]
@@ -243,11 +246,16 @@ def _backward(plan: _Plan, q, k, v, mask, bias, o, lse, do):
             )
         # d(loss)/d(q) = scale * d(loss)/d(scaled q); [B, Hk, D, G, bq] -> [B, bq, Hk, G, D]
         dq_b = jnp.transpose(dq_t, (0, 4, 1, 3, 2)) * scale
+        if init is not None:
+            dq_b = dq_b + lax.dynamic_slice_in_dim(dq, i * bq, bq, axis=1)
         dq = lax.dynamic_update_slice_in_dim(dq, dq_b, i * bq, axis=1)
         return dq, dk, dvv, dbias
 
     dbias = None if bias is None else jnp.zeros_like(bias)
-    carry = (jnp.zeros_like(q), jnp.zeros_like(k), jnp.zeros_like(v), dbias)
+    if init is None:
+        carry = (jnp.zeros_like(q), jnp.zeros_like(k), jnp.zeros_like(v), dbias)
+    else:
+        carry = (*init, dbias)
     if plan.n_q == 1:
         return query_block(0, carry)
     return lax.fori_loop(0, plan.n_q, query_block, carry)

@@ -199,18 +199,16 @@ def _ring_bwd(axis_name, is_causal, plans, residuals, do):
     index = lax.axis_index(axis_name)
     rotate = [(i, (i + 1) % n) for i in range(n)]
 
-    def visit(kind, k, v):
-        skip = (jnp.zeros_like(q), jnp.zeros_like(k), jnp.zeros_like(v), None)
-        branches = [
-            lambda: _chunked._backward(plans[0], q, k, v, None, None, o, lse, do),
-            lambda: _chunked._backward(plans[1], q, k, v, None, None, o, lse, do),
-            lambda: skip,
-        ]
-        return lax.switch(kind, branches)[:3]
-
     def accumulate(i, k, v, dk, dv, dq):
-        dq_blk, dk_blk, dv_blk = visit(_kind((index - i) % n, index, is_causal), k, v)
-        return dk + dk_blk, dv + dv_blk, dq + dq_blk
+        """Adds this block's gradients into the accumulators (in place, no fresh blocks)."""
+        grads = (dq, dk, dv)
+        branches = [
+            lambda: _chunked._backward(plans[0], q, k, v, None, None, o, lse, do, grads)[:3],
+            lambda: _chunked._backward(plans[1], q, k, v, None, None, o, lse, do, grads)[:3],
+            lambda: grads,
+        ]
+        dq, dk, dv = lax.switch(_kind((index - i) % n, index, is_causal), branches)
+        return dk, dv, dq
 
     def step(carry, i):
         k, v, dk, dv, dq = carry
