@@ -298,17 +298,21 @@ def verdict_of(s: dict, data: dict, config) -> dict:
         f"ring vs one device max error {s['max_ring_error']:.1e}; loss curves vs one device: "
         + (", ".join(f"{k} {v:.1e}" for k, v in s["curve_errors"].items()) or "not run")
         + f"; mid-size LM step on {config.devices} devices vs 1: {layout_text}")
+    ring_vs_chunked = last[f"ring_{largest}_devices_mib"] / last["chunked_one_device_mib"]
     failures = []
     if s["max_ring_error"] > config.tolerance:
         failures.append(f"ring attention differs from one device by {s['max_ring_error']:.1e}")
     if not s["memory_slope_vs_devices"] <= -0.8:
-        failures.append("per-device memory does not fall about linearly with devices")
+        failures.append(
+            f"per-device memory falls as n^{s['memory_slope_vs_devices']:.2f} over "
+            f"{tuple(config.ring_devices)} devices at T={s['memory_length']}, not about linearly "
+            f"(n^{s['memory_slope_last_two_devices']:.2f} over the last doubling; "
+            f"{largest} devices hold {ring_vs_chunked:.2f}x of one device's chunked attention)")
     if not s["comm_slope_vs_length"] < 1.5:
         failures.append("communication grows faster than linearly with length")
     bad = [k for k, v in s["curve_errors"].items() if v > config.curve_tolerance]
     if bad:
         failures.append("loss curves differ from one device: " + ", ".join(bad))
-    ring_vs_chunked = (last[f"ring_{largest}_devices_mib"] / last["chunked_one_device_mib"])
     if failures:
         verdict = "mixed: " + "; ".join(failures)
     else:
