@@ -90,3 +90,16 @@ def test_ring_attention_memory_per_device_grows_linearly_with_length():
             arg, arg, arg).compile()
         temp.append(measure.memory(compiled)["temp_bytes"])
     assert 1.5 < temp[1] / temp[0] < 2.5, temp
+
+
+def test_ring_attention_with_a_traced_scale_gets_its_gradient():
+    q, k, v, ct = inputs()
+    mesh = mesh_of(4)
+
+    def loss(temperature, fn):
+        return jnp.sum(fn(q, k, v, scale=temperature) * ct)
+
+    ring = lambda *a, **kw: ring_attention(*a, mesh=mesh, **kw)  # noqa: E731
+    got = jax.jit(jax.value_and_grad(lambda t: loss(t, ring)))(0.3)
+    want = jax.value_and_grad(lambda t: loss(t, ops.dot_product_attention))(0.3)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=TOL)

@@ -119,14 +119,16 @@ def ring_attention_shard(query: Array, key: Array, value: Array, *, axis_name: s
     if is_causal and tb != sb:
         return _dense_shard(query, key, value, axis_name=axis_name, is_causal=True,
                             scale=scale)
-    scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
+    scale = 1.0 / math.sqrt(d) if scale is None else scale
+    compute = jnp.promote_types(query.dtype, jnp.float32)
+    if not isinstance(scale, (int, float)):  # traced (e.g. learned): fold into q, as chunked
+        query, scale = query.astype(compute) * jnp.asarray(scale, compute), 1.0
     auto_q, auto_k = _chunked.default_blocks(tb, sb, is_causal)
     bq = min(tb, auto_q if block_q is None else int(block_q))
     bk = min(sb, auto_k if block_k is None else int(block_k))
     n_q, n_k = -(-tb // bq), -(-sb // bk)
-    plans = tuple(_chunked._Plan(tb, sb, bq, bk, n_q, n_k, causal, False, False, scale)
+    plans = tuple(_chunked._Plan(tb, sb, bq, bk, n_q, n_k, causal, False, False, float(scale))
                   for causal in (False, True))
-    compute = jnp.promote_types(query.dtype, jnp.float32)
     q = _chunked._pad_axis(query.astype(compute).reshape(b, tb, hk, h // hk, d), 1,
                            n_q * bq, 0.0)
     k = _chunked._pad_axis(key.astype(compute), 1, n_k * bk, 0.0)
@@ -135,11 +137,9 @@ def ring_attention_shard(query: Array, key: Array, value: Array, *, axis_name: s
     return out[:, :tb].reshape(b, tb, h, dv).astype(query.dtype)
 
 
-def _kind(source, index, is_causal: bool):
-    """0: the whole block is visible, 1: the device's own block under a causal mask,
-    2: wholly in the future (skipped)."""
-    if not is_causal:
-        return jnp.int32(0)
+def _kind(source, index):
+    """Causal: 0 the key block is wholly visible, 1 it is the device's own block (causal
+    mask), 2 it is wholly in the future (skipped)."""
     return jnp.where(source < index, 0, jnp.where(source == index, 1, 2)).astype(jnp.int32)
 
 
@@ -159,15 +159,18 @@ def _ring_forward(axis_name, is_causal, plans, q, k, v):
     rotate = [(i, (i + 1) % n) for i in range(n)]
     dv = v.shape[-1]
 
-    def visit(kind, k, v):
+    def visit(i, k, v):
+        if not is_causal:
+            return _chunked._forward(plans[0], q, k, v, None, None)
         skip = (_chunked._zeros_with_last(q, dv),
                 jnp.full_like(jnp.moveaxis(q[..., 0], 1, 3), -jnp.inf))
-        return lax.switch(kind, [lambda: _chunked._forward(plans[0], q, k, v, None, None),
-                                 lambda: _chunked._forward(plans[1], q, k, v, None, None),
-                                 lambda: skip])
+        return lax.switch(_kind((index - i) % n, index), [
+            lambda: _chunked._forward(plans[0], q, k, v, None, None),
+            lambda: _chunked._forward(plans[1], q, k, v, None, None),
+            lambda: skip])
 
     def attend(i, k, v, o, lse):
-        return _merge(o, lse, *visit(_kind((index - i) % n, index, is_causal), k, v))
+        return _merge(o, lse, *visit(i, k, v))
 
     def step(carry, i):
         k, v, o, lse = carry
@@ -202,12 +205,13 @@ def _ring_bwd(axis_name, is_causal, plans, residuals, do):
     def accumulate(i, k, v, dk, dv, dq):
         """Adds this block's gradients into the accumulators (in place, no fresh blocks)."""
         grads = (dq, dk, dv)
-        branches = [
+        if not is_causal:
+            dq, dk, dv = _chunked._backward(plans[0], q, k, v, None, None, o, lse, do, grads)[:3]
+            return dk, dv, dq
+        dq, dk, dv = lax.switch(_kind((index - i) % n, index), [
             lambda: _chunked._backward(plans[0], q, k, v, None, None, o, lse, do, grads)[:3],
             lambda: _chunked._backward(plans[1], q, k, v, None, None, o, lse, do, grads)[:3],
-            lambda: grads,
-        ]
-        dq, dk, dv = lax.switch(_kind((index - i) % n, index, is_causal), branches)
+            lambda: grads])
         return dk, dv, dq
 
     def step(carry, i):

@@ -146,8 +146,12 @@ def sharded_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation,
                for x in jax.tree.leaves(batch)):
             batch = put(batch, batch_spec)
         if not isinstance(base_key, jax.Array) or base_key.sharding != replicated:
-            base_key = _put_key(base_key, replicated)
+            if placed_key[0] is not base_key:  # fit passes the same key every step
+                placed_key[:] = [base_key, _put_key(base_key, replicated)]
+            base_key = placed_key[1]
         return compiled(state, batch, base_key)
+
+    placed_key: list = [None, None]
 
     return put(state, shardings), step
 
