@@ -103,3 +103,12 @@ def test_ring_attention_with_a_traced_scale_gets_its_gradient():
     got = jax.jit(jax.value_and_grad(lambda t: loss(t, ring)))(0.3)
     want = jax.value_and_grad(lambda t: loss(t, ops.dot_product_attention))(0.3)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=TOL)
+
+
+def test_ring_attention_under_vmap():
+    q, k, v, ct = inputs()  # [2, 32, H, D]: vmap over the leading axis, B=1 inside
+    mesh = mesh_of(4)
+    ring = jax.vmap(lambda q, k, v: ring_attention(q[None], k[None], v[None], mesh=mesh,
+                                                   is_causal=True)[0])
+    ref = lambda q, k, v: ops.dot_product_attention(q, k, v, is_causal=True)  # noqa: E731
+    assert_same_output_and_gradients(ring, ref, q, k, v, ct)
