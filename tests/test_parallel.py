@@ -116,17 +116,23 @@ def test_pmap_step_combines_unequal_weights_exactly():
 
 def test_two_processes_of_4_devices_give_the_loss_curve_of_one(tmp_path, reference):
     """``python -m attnjax.parallel.launch -n 2 --local-devices 4 -- python -m
-    attnjax.parallel.check --data 4 --model 2 --fsdp``: jax.distributed on localhost."""
-    out = tmp_path / "curve.json"
+    attnjax.parallel.check --data 4 --model 2 --fsdp``: jax.distributed on localhost. The
+    run stops at step 8 (as a crash would) and a second launch resumes from the orbax
+    checkpoint both processes wrote; together they give the one-device curve."""
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    subprocess.run(
-        [sys.executable, "-m", "attnjax.parallel.launch", "-n", "2", "--local-devices", "4",
-         "--timeout", "100", "--", sys.executable, "-m", "attnjax.parallel.check",
-         "--data", "4", "--model", "2", "--fsdp", "--steps", str(STEPS), "--out", str(out)],
-        cwd=REPO_ROOT, env=env, check=True, timeout=120, capture_output=True)
-    result = json.loads(out.read_text())
-    assert (result["processes"], result["devices"], result["local_devices"]) == (2, 8, 4)
-    np.testing.assert_allclose(result["losses"], reference, atol=1e-5, rtol=0)
+    losses = []
+    for stop in (8, STEPS):
+        out = tmp_path / f"curve_{stop}.json"
+        subprocess.run(
+            [sys.executable, "-m", "attnjax.parallel.launch", "-n", "2", "--local-devices", "4",
+             "--timeout", "100", "--", sys.executable, "-m", "attnjax.parallel.check",
+             "--data", "4", "--model", "2", "--fsdp", "--steps", str(STEPS), "--stop-at",
+             str(stop), "--checkpoint-dir", str(tmp_path / "checkpoints"), "--out", str(out)],
+            cwd=REPO_ROOT, env=env, check=True, timeout=120, capture_output=True)
+        result = json.loads(out.read_text())
+        assert (result["processes"], result["devices"], result["local_devices"]) == (2, 8, 4)
+        losses += result["losses"]
+    np.testing.assert_allclose(losses, reference, atol=1e-5, rtol=0)
 
 
 def test_launch_reports_a_failing_process():

@@ -59,9 +59,14 @@ def lm_problem(*, vocab: int = 17, length: int = 16, examples: int = 256, seed: 
 
 
 def loss_curve(layout: ml_collections.ConfigDict | dict, *, num_steps: int = 20,
-               batch_size: int = 16, seed: int = 0) -> list[float]:
+               batch_size: int = 16, seed: int = 0,
+               checkpoint_dir: str | Path | None = None,
+               stop_at: int | None = None) -> list[float]:
     """Per-step training losses of ``lm_problem`` under ``layout`` (``data``, ``model``,
-    ``fsdp``, ``pmap``)."""
+    ``fsdp``, ``pmap``). With ``checkpoint_dir`` the run saves orbax checkpoints every 4
+    steps there and resumes from the latest one (the losses of the steps it ran);
+    ``stop_at`` ends the run early at that step, as a crash would (the schedule stays that of
+    ``num_steps``)."""
     layout = ml_collections.ConfigDict(dict(layout))
     loss_fn, optimizer, state, arrays = lm_problem(seed=seed, num_steps=num_steps)
     batch_at = train.make_batch_fn(arrays, batch_size, seed)
@@ -74,8 +79,11 @@ def loss_curve(layout: ml_collections.ConfigDict | dict, *, num_steps: int = 20,
             losses.append(float(metrics["loss"][0]))
         return losses
     state, step = sharding.train_step_for(layout, loss_fn, optimizer, state)
-    _, records = train.fit(state, step, batch_at, num_steps=num_steps, base_key=key,
-                           log_every=1, progress=False)
+    checkpointer = None if checkpoint_dir is None else train.Checkpointer(checkpoint_dir,
+                                                                          every=4)
+    _, records = train.fit(state, step, batch_at, num_steps=stop_at or num_steps,
+                           base_key=key, log_every=1, progress=False,
+                           checkpointer=checkpointer)
     return [r["loss"] for r in records if r["split"] == "train"]
 
 
@@ -89,11 +97,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--out", type=Path, default=None, help="write the curve as JSON")
+    parser.add_argument("--checkpoint-dir", type=Path, default=None,
+                        help="save orbax checkpoints here every 4 steps; resume from them")
+    parser.add_argument("--stop-at", type=int, default=None,
+                        help="stop at this step, as a crash would (resume with a second run)")
     args = parser.parse_args(argv)
     multi = distributed.initialize()
     tic = time.perf_counter()
     layout = {"data": args.data, "model": args.model, "fsdp": args.fsdp, "pmap": args.pmap}
-    losses = loss_curve(layout, num_steps=args.steps, batch_size=args.batch_size)
+    if args.pmap and args.checkpoint_dir is not None:
+        parser.error("--checkpoint-dir is not supported with --pmap")
+    losses = loss_curve(layout, num_steps=args.steps, batch_size=args.batch_size,
+                        checkpoint_dir=args.checkpoint_dir, stop_at=args.stop_at)
     result = {"layout": layout, "processes": jax.process_count(),
               "devices": jax.device_count(), "local_devices": jax.local_device_count(),
               "seconds": time.perf_counter() - tic, "losses": losses}
