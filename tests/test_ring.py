@@ -89,7 +89,7 @@ def test_ring_attention_memory_per_device_grows_linearly_with_length():
         compiled = jax.jit(fn, in_shardings=(spec,) * 3, out_shardings=(spec,) * 3).lower(
             arg, arg, arg).compile()
         temp.append(measure.memory(compiled)["temp_bytes"])
-    assert 1.5 < temp[1] / temp[0] < 2.5, temp
+    assert temp[1] / temp[0] == pytest.approx(2.0, abs=0.5), temp  # 4 with score blocks
 
 
 def test_ring_attention_with_a_traced_scale_gets_its_gradient():
