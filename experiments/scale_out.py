@@ -5,7 +5,8 @@ devices; each keeps its query block while key/value blocks travel around the rin
 training: data parallel, FSDP and tensor-parallel heads (``attnjax.parallel``).
 
 Measured on ``config.devices`` simulated CPU devices (one process; a child process with
-``XLA_FLAGS=--xla_force_host_platform_device_count`` when this one has fewer):
+``XLA_FLAGS=--xla_force_host_platform_device_count`` and ``JAX_PLATFORMS=cpu`` when this one
+has fewer, also on a machine with one GPU):
 
 1. per-device memory of exact attention, forward+backward, vs sequence length: one device
    (``xla``, which materialises the scores, and ``chunked``) and ring attention on 2, 4, 8
@@ -223,7 +224,7 @@ def _in_child(config) -> dict:
         config_path.write_text(config.to_json())
         flags = [f for f in os.environ.get("XLA_FLAGS", "").split()
                  if not f.startswith("--xla_force_host_platform_device_count")]
-        env = {**os.environ, "XLA_FLAGS": " ".join(
+        env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": " ".join(
             [*flags, f"--xla_force_host_platform_device_count={config.devices}"])}
         subprocess.run([sys.executable, "-m", "experiments.scale_out", "--measure",
                         str(config_path), str(out_path)], env=env, check=True,

@@ -61,8 +61,9 @@ def launch(command: Sequence[str], *, processes: int = 2, local_devices: int | N
     for index in range(processes):
         env = {**os.environ, COORDINATOR: address, NUM_PROCESSES: str(processes),
                PROCESS_ID: str(index)}
-        if local_devices:
+        if local_devices:  # simulated CPU devices, also on a machine that has a GPU
             env[LOCAL_DEVICES] = str(local_devices)
+            env["JAX_PLATFORMS"] = "cpu"
             flag = f"--xla_force_host_platform_device_count={local_devices}"
             flags = [f for f in env.get("XLA_FLAGS", "").split()
                      if not f.startswith("--xla_force_host_platform_device_count")]
