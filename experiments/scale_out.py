@@ -46,7 +46,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from attnjax import experiment, nn, ops, parallel, train
-from attnjax.parallel import check, measure
+from attnjax.parallel import check, distributed, measure
 from experiments import REGISTRY
 
 NAME = "scale_out"
@@ -147,13 +147,7 @@ def layout_costs(config) -> list[dict]:
         vocab_size=lm.vocab_size, model_dim=lm.model_dim, num_heads=lm.num_heads,
         num_layers=lm.num_layers, mlp_dim=lm.mlp_dim, dropout_rate=0.0, max_len=lm.length,
         activation="gelu"))
-
-    def loss_fn(params, batch, _key):
-        logits = model.apply({"params": params}, batch["tokens"][:, :-1])
-        loss_sum, weight_sum = train.cross_entropy(logits, batch["tokens"][:, 1:],
-                                                   jnp.ones(logits.shape[:2]))
-        return loss_sum / weight_sum, {"loss_sum": loss_sum, "weight_sum": weight_sum}
-
+    loss_fn = check.next_token_loss_fn(model)
     tokens = jax.ShapeDtypeStruct((lm.batch_size, lm.length + 1), jnp.int32)
     optimizer = train.make_optimizer(1e-3, warmup_steps=10, total_steps=100)
     state = jax.eval_shape(lambda: train.TrainState.create(model.init(
@@ -222,10 +216,7 @@ def _in_child(config) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         config_path, out_path = Path(folder) / "config.json", Path(folder) / "out.json"
         config_path.write_text(config.to_json())
-        flags = [f for f in os.environ.get("XLA_FLAGS", "").split()
-                 if not f.startswith("--xla_force_host_platform_device_count")]
-        env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": " ".join(
-            [*flags, f"--xla_force_host_platform_device_count={config.devices}"])}
+        env = distributed.simulated_cpu_env(config.devices)
         subprocess.run([sys.executable, "-m", "experiments.scale_out", "--measure",
                         str(config_path), str(out_path)], env=env, check=True,
                        cwd=Path(__file__).resolve().parents[1])

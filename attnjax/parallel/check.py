@@ -31,6 +31,19 @@ from attnjax import nn, train
 from attnjax.parallel import distributed, pmap, sharding
 
 
+def next_token_loss_fn(model: nn.DecoderOnlyLM):
+    """``loss_fn(params, batch, key)`` for ``train.make_train_step``: mean next-token cross
+    entropy of ``batch["tokens"] [B, T + 1]``, with the sums that combine across devices."""
+
+    def loss_fn(params, batch, _key):
+        logits = model.apply({"params": params}, batch["tokens"][:, :-1])
+        loss_sum, weight_sum = train.cross_entropy(logits, batch["tokens"][:, 1:],
+                                                   jnp.ones(logits.shape[:2]))
+        return loss_sum / weight_sum, {"loss_sum": loss_sum, "weight_sum": weight_sum}
+
+    return loss_fn
+
+
 def lm_problem(*, vocab: int = 17, length: int = 16, examples: int = 256, seed: int = 0,
                num_steps: int = 20):
     """``(loss_fn, optimizer, state, arrays)`` of a tiny LM on random tokens (dropout off).
@@ -44,13 +57,7 @@ def lm_problem(*, vocab: int = 17, length: int = 16, examples: int = 256, seed: 
                                mlp_dim=64, dropout_rate=0.0, max_len=length,
                                activation="gelu")
     model = nn.DecoderOnlyLM(cfg)
-
-    def loss_fn(params, batch, _key):
-        logits = model.apply({"params": params}, batch["tokens"][:, :-1])
-        loss_sum, weight_sum = train.cross_entropy(logits, batch["tokens"][:, 1:],
-                                                   jnp.ones(logits.shape[:2]))
-        return loss_sum / weight_sum, {"loss_sum": loss_sum, "weight_sum": weight_sum}
-
+    loss_fn = next_token_loss_fn(model)
     tokens = np.random.default_rng(seed).integers(1, vocab, size=(examples, length + 1))
     arrays = {"tokens": tokens.astype(np.int32)}
     params = model.init(jax.random.key(seed), arrays["tokens"][:2, :-1])["params"]

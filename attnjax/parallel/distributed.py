@@ -43,6 +43,18 @@ def initialize() -> bool:
     return True
 
 
+def simulated_cpu_env(devices: int, env: dict[str, str] | None = None) -> dict[str, str]:
+    """``env`` (default ``os.environ``) for a child process with ``devices`` simulated CPU
+    devices: ``JAX_PLATFORMS=cpu`` (also on a machine with a GPU) and XLA_FLAGS's device
+    count replaced."""
+    env = dict(os.environ if env is None else env)
+    flags = [f for f in env.get("XLA_FLAGS", "").split()
+             if not f.startswith("--xla_force_host_platform_device_count")]
+    env["XLA_FLAGS"] = " ".join([*flags, f"--xla_force_host_platform_device_count={devices}"])
+    env["JAX_PLATFORMS"] = "cpu"
+    return env
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("localhost", 0))
@@ -61,13 +73,8 @@ def launch(command: Sequence[str], *, processes: int = 2, local_devices: int | N
     for index in range(processes):
         env = {**os.environ, COORDINATOR: address, NUM_PROCESSES: str(processes),
                PROCESS_ID: str(index)}
-        if local_devices:  # simulated CPU devices, also on a machine that has a GPU
-            env[LOCAL_DEVICES] = str(local_devices)
-            env["JAX_PLATFORMS"] = "cpu"
-            flag = f"--xla_force_host_platform_device_count={local_devices}"
-            flags = [f for f in env.get("XLA_FLAGS", "").split()
-                     if not f.startswith("--xla_force_host_platform_device_count")]
-            env["XLA_FLAGS"] = " ".join([*flags, flag])
+        if local_devices:
+            env = {**simulated_cpu_env(local_devices, env), LOCAL_DEVICES: str(local_devices)}
         children.append(subprocess.Popen(list(command), env=env))
     deadline = None if timeout is None else time.monotonic() + timeout
     code = 0
