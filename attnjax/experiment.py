@@ -23,6 +23,7 @@ import difflib
 import importlib.util
 import json
 import math
+import os
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -69,6 +70,10 @@ def _split_spec(spec: str) -> tuple[str, str | None]:
 def _resolve_config_path(path: str) -> Path:
     candidate = Path(path).expanduser()
     tried = [candidate] if candidate.is_absolute() else [Path.cwd() / candidate, REPO_ROOT / path]
+    # A dotted module name (``configs.translation``) names the same file.
+    if not path.endswith(".py") and "/" not in path:
+        dotted = Path(*path.split(".")).with_suffix(".py")
+        tried += [Path.cwd() / dotted, REPO_ROOT / dotted]
     for location in tried:
         if location.is_file():
             return location.resolve()
@@ -79,13 +84,34 @@ def _resolve_config_path(path: str) -> Path:
 
 def _import_file(path: Path):
     # Loaded by path and not registered in sys.modules: a config file is a script that
-    # builds a ConfigDict, not a module other code imports.
+    # builds a ConfigDict, not a module other code imports. Its folder's parent goes on
+    # sys.path so that it can import its shared blocks (``from configs import common``).
+    root = str(path.parent.parent)
+    if root not in sys.path:
+        sys.path.insert(0, root)
     module_spec = importlib.util.spec_from_file_location(f"_attnjax_config_{path.stem}", path)
     if module_spec is None or module_spec.loader is None:
         raise ImportError(f"cannot import config file {path}")
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
     return module
+
+
+def describe_config(spec: str) -> str:
+    """The variants (``VARIANTS`` of the config file) and every field of the default
+    config with its value and type: what ``--help`` prints."""
+    path, _ = _split_spec(spec)
+    module = _import_file(_resolve_config_path(path))
+    config = module.get_config()
+    variants = getattr(module, "VARIANTS", ())
+    doc = (module.__doc__ or "").strip()
+    lines = [doc, ""] if doc else []
+    if variants:
+        lines.append(f"variants ({path}:VARIANT): {', '.join(variants)}")
+    lines.append("fields (--config.FIELD=VALUE; default variant):")
+    for name, value in iter_fields(config):
+        lines.append(f"  {name} = {value!r}")
+    return "\n".join(lines)
 
 
 def iter_fields(config: ml_collections.ConfigDict, prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -288,22 +314,34 @@ class RunDir:
 
     @classmethod
     def create(
-        cls, experiment: str, workdir: str | Path | None = None, root: str | Path = "runs"
+        cls,
+        experiment: str,
+        workdir: str | Path | None = None,
+        root: str | Path = "runs",
+        *,
+        config: ml_collections.ConfigDict | Mapping | None = None,
     ) -> RunDir:
-        """Creates ``<root>/<experiment>/<YYYYmmdd-HHMMSS>[-n]/``, or ``workdir`` if given.
+        """The run folder: ``workdir`` if given, else an unfinished run of the same config
+        (so that rerunning the command resumes it), else a fresh
+        ``<root>/<experiment>/<YYYYmmdd-HHMMSS>[-n]/``.
 
-        A fresh timestamped folder is never shared: if two runs start in the same second
-        the second gets a ``-1`` suffix (``mkdir`` without ``exist_ok`` is the atomic
-        test). An explicit ``workdir`` may exist; its ``metrics.jsonl`` is restarted so
-        the file never mixes two runs.
+        An existing folder keeps its ``metrics.jsonl``: a resumed trainer drops only the
+        records after the step it restored (``drop_records``), so the history survives a
+        restart. An unfinished run is the newest folder under ``<root>/<experiment>`` whose
+        ``config.json`` equals ``config`` and that has no ``results.json``. A fresh
+        timestamped folder is never shared: if two runs start in the same second the second
+        gets a ``-1`` suffix (``mkdir`` without ``exist_ok`` is the atomic test).
         """
         if workdir is not None:
             path = Path(workdir)
             path.mkdir(parents=True, exist_ok=True)
-            (path / "metrics.jsonl").unlink(missing_ok=True)
             return cls(path)
         parent = Path(root) / experiment
         parent.mkdir(parents=True, exist_ok=True)
+        if config is not None:
+            unfinished = cls.find_unfinished(parent, config)
+            if unfinished is not None:
+                return unfinished
         stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         for n in range(1000):
             path = parent / (stamp if n == 0 else f"{stamp}-{n}")
@@ -313,6 +351,21 @@ class RunDir:
                 continue
             return cls(path)
         raise FileExistsError(f"could not create a fresh run folder for {stamp} in {parent}")
+
+    @classmethod
+    def find_unfinished(cls, parent: Path, config) -> RunDir | None:
+        """The newest run folder in ``parent`` with this config and no results, if any."""
+        wanted = to_json(config)
+        for path in sorted((p for p in parent.iterdir() if p.is_dir()), reverse=True):
+            run = cls(path)
+            if run.results_path.exists() or not run.config_path.exists():
+                continue
+            try:
+                if json.loads(run.config_path.read_text()) == wanted:
+                    return run
+            except (OSError, json.JSONDecodeError):
+                continue
+        return None
 
     @property
     def config_path(self) -> Path:
@@ -338,6 +391,31 @@ class RunDir:
         with self.metrics_path.open("a") as f:
             f.write(json.dumps(to_json(metrics), allow_nan=False) + "\n")
 
+    def records(self) -> list[dict]:
+        """Every record of ``metrics.jsonl`` (a torn last line, from a kill mid-write, is
+        skipped)."""
+        if not self.metrics_path.exists():
+            return []
+        out = []
+        for line in self.metrics_path.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return out
+
+    def drop_records(self, where: Callable[[dict], bool]) -> int:
+        """Rewrites ``metrics.jsonl`` without the records for which ``where`` is true
+        (atomically: a temporary file replaces it); returns how many were dropped."""
+        records = self.records()
+        kept = [r for r in records if not where(r)]
+        if len(kept) == len(records) and self.metrics_path.exists():
+            return 0
+        tmp = self.metrics_path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(json.dumps(r, allow_nan=False) + "\n" for r in kept))
+        os.replace(tmp, self.metrics_path)
+        return len(records) - len(kept)
+
     def write_results(self, results: Mapping[str, Any]) -> None:
         _write_json(self.results_path, results)
 
@@ -345,14 +423,62 @@ class RunDir:
 # --------------------------------------------------------------------------- running
 
 
+def verdict_class(verdict: str) -> str:
+    """The class a verdict text starts with: one of ``VERDICTS``."""
+    for cls in VERDICTS:
+        if str(verdict).startswith(cls):
+            return cls
+    raise ValueError(f"verdict must start with one of {VERDICTS}, got {verdict!r}")
+
+
+def seed_verdict(passes: Sequence[bool], *, holds_at: float = 0.8,
+                 fails_at: float = 0.2) -> tuple[str, str]:
+    """Combines a per-seed test into a verdict class and ``"k of n seeds"``.
+
+    The claim holds if the per-seed test passes in at least ``ceil(holds_at * n)`` seeds,
+    does not hold if it passes in at most ``floor(fails_at * n)``, and is mixed in between
+    (5 seeds, defaults: holds with 4-5, does not hold with 0-1; 3 seeds: 3 and 0; 2: 2 and
+    0). These two fractions belong to the pre-registered rule: experiments read them from
+    their config.
+    """
+    passes = [bool(x) for x in passes]
+    if not passes:
+        raise ValueError("`passes` is empty: a verdict needs at least one seed")
+    if not 0.0 <= fails_at < holds_at <= 1.0:
+        raise ValueError(f"need 0 <= fails_at < holds_at <= 1, got {fails_at}, {holds_at}")
+    k, n = sum(passes), len(passes)
+    if k >= math.ceil(holds_at * n - 1e-9):
+        cls = "claim holds"
+    elif k <= math.floor(fails_at * n + 1e-9):
+        cls = "claim does not hold here"
+    else:
+        cls = "mixed"
+    return cls, f"{k} of {n} seeds"
+
+
+def combine_verdicts(parts: Mapping[str, str]) -> str:
+    """One class from several part verdicts: holds if every part holds, does not hold if
+    every part does not, mixed otherwise."""
+    classes = {verdict_class(v) for v in parts.values()}
+    if not classes:
+        raise ValueError("`parts` is empty")
+    if classes == {"claim holds"}:
+        return "claim holds"
+    if classes == {"claim does not hold"}:
+        return "claim does not hold here"
+    return "mixed"
+
+
 def check_results(name: str, results: Mapping[str, Any], run_dir: RunDir) -> None:
-    """Checks the results schema every experiment shares.
+    """Checks the results contract every experiment shares (``shared/docs/protocol.md``).
 
     Raises:
-      ValueError: a missing ``claim``/``measured``/``verdict``, a verdict that does not start
-        with one of ``VERDICTS``, or a listed figure that was not written.
+      ValueError: a missing ``claim``/``rule``/``measured``/``verdict``, a verdict that does
+        not start with one of ``VERDICTS``, ``seeds`` that is not a list, a metric without
+        ``mean`` and ``ci95`` (or, for trained experiments, without one ``per_seed`` value
+        per seed), or a listed figure that was not written.
     """
-    missing = [key for key in ("claim", "measured", "verdict") if not results.get(key)]
+    missing = [key for key in ("claim", "rule", "measured", "verdict") if not results.get(key)]
     if missing:
         raise ValueError(f"experiment {name!r}: results lack {', '.join(missing)}")
     if not str(results["verdict"]).startswith(VERDICTS):
@@ -360,6 +486,21 @@ def check_results(name: str, results: Mapping[str, Any], run_dir: RunDir) -> Non
             f"experiment {name!r}: verdict must start with one of {VERDICTS}, "
             f"got {results['verdict']!r}"
         )
+    seeds = results.get("seeds")
+    if not isinstance(seeds, list | tuple):
+        raise ValueError(f"experiment {name!r}: results need 'seeds', a list ([] if untrained)")
+    metrics = results.get("metrics")
+    if not isinstance(metrics, Mapping) or not metrics:
+        raise ValueError(f"experiment {name!r}: results need 'metrics', one record per "
+                         "headline number ({'per_seed': [...], 'mean': x, 'ci95': [lo, hi]})")
+    for key, metric in metrics.items():
+        if not isinstance(metric, Mapping) or "mean" not in metric or "ci95" not in metric:
+            raise ValueError(f"experiment {name!r}: metric {key!r} needs 'mean' and 'ci95'")
+        if seeds and len(metric.get("per_seed", ())) != len(seeds):
+            raise ValueError(
+                f"experiment {name!r}: metric {key!r} has "
+                f"{len(metric.get('per_seed', ()))} per_seed values for {len(seeds)} seeds"
+            )
     for figure in [*results.get("figures", ()), *results.get("pages", ())]:
         if not (run_dir.path / figure).is_file():
             raise ValueError(f"experiment {name!r}: listed figure {figure!r} was not written")
@@ -406,35 +547,55 @@ def main(name: str, run_fn: RunFn, argv: Sequence[str] | None = None) -> dict:
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     overrides, rest = _split_overrides(argv)
+    config_spec = default_config_spec(name)
+    for i, arg in enumerate(rest):
+        if arg == "--config" and i + 1 < len(rest):
+            config_spec = rest[i + 1]
+        elif arg.startswith("--config="):
+            config_spec = arg.partition("=")[2]
+    try:
+        epilog = describe_config(config_spec)
+    except Exception as e:  # --help must still print when the config is broken
+        epilog = f"(config {config_spec} could not be read: {e})"
     parser = argparse.ArgumentParser(
         prog=f"python -m experiments.{name}",
-        description=f"Run the {name} experiment.",
-        epilog="Override any config field with --config.FIELD=VALUE (nested: --config.a.b=VALUE).",
+        description=f"Run the {name} experiment. Override any config field with "
+        "--config.FIELD=VALUE (nested: --config.a.b=VALUE). Rerunning the same command "
+        "resumes an unfinished run of the same config.",
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--config",
         default=default_config_spec(name),
         metavar="SPEC",
-        help="config file, optionally with :variant (default: %(default)s)",
+        help="config file or module, optionally with :variant (default: %(default)s)",
     )
     parser.add_argument(
         "--workdir",
         default=None,
         metavar="DIR",
-        help=f"output folder (default: runs/{name}/<time>)",
+        help=f"output folder (default: an unfinished run of this config, else runs/{name}/<time>)",
     )
     args = parser.parse_args(rest)
     try:
         config = load_config(args.config, overrides)
     except (ValueError, FileNotFoundError) as e:
         parser.error(str(e))
-    run_dir = RunDir.create(name, args.workdir)
+    run_dir = RunDir.create(name, args.workdir, config=config)
     print(f"{name}: config {args.config}" + (f" {' '.join(overrides)}" if overrides else ""))
     print(format_config(config))
+    print(f"run folder: {run_dir.path}/")
     try:
         results = run_experiment(name, run_fn, config, run_dir)
     except Skipped as e:
         raise SystemExit(f"{name}: skipped: {e}") from None
+    except KeyboardInterrupt as e:
+        step = getattr(e, "step", None)
+        where = f" at step {step}" if step is not None else ""
+        print(f"\n{name}: stopped{where}; rerun the same command to resume "
+              f"({run_dir.path}/)", file=sys.stderr)
+        raise SystemExit(130) from None
     print(f"measured: {results['measured']}")
     print(f"verdict: {results['verdict']}")
     print(f"results written to {run_dir.path}/")

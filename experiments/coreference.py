@@ -23,7 +23,6 @@ heatmap.
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -35,92 +34,9 @@ NAME = "coreference"
 CLAIM = REGISTRY[NAME].claim
 
 
-def make_data(config: ml_collections.ConfigDict) -> dict:
-    """Train set (fillers drawn from 0..max), test sets per distance, seeds, encoded to one
-    common length."""
-    task = coreference.CoreferenceTask(config.seed, config.task.held_out_pair_fraction)
-    vocab = task.vocabulary()
-    distances = tuple(config.task.test_distances)
-    train_examples = task.sample(
-        config.task.num_train, "train", filler_tokens=range(config.task.max_filler + 1)
-    )
-    test_examples = {d: task.sample(config.task.num_test, "test", filler_tokens=d, stream=d)
-                     for d in distances}
-    # Heads are chosen on held-in sentences, then scored on the held-out test sets.
-    validation = task.sample(
-        config.task.num_test, "train", filler_tokens=range(config.task.max_filler + 1), stream=1
-    )
-    seeds = [coreference.parse_seed(s) for s in coreference.SEED_SENTENCES]
-    every = train_examples + validation + [e for es in test_examples.values() for e in es] + seeds
-    length = max(len(e.tokens) for e in every)
-    encode = lambda examples: readout_arrays(
-        coreference.encode(examples, vocab=vocab, length=length), config.readout
-    )
-    return {
-        "task": task,
-        "vocab": vocab,
-        "length": length,
-        "train": encode(train_examples),
-        "validation": encode(validation),
-        "test": {d: encode(es) for d, es in test_examples.items()},
-        "test_examples": test_examples,
-        "seeds": seeds,
-        "seed_arrays": encode(seeds),
-    }
-
-
-def readout_arrays(arrays: dict, readout: str) -> dict:
-    """``arrays`` with ``choices`` (the candidates' ids) only for the identity readout."""
-    if readout not in ("position", "identity"):
-        raise ValueError(f"config.readout must be 'position' or 'identity', got {readout!r}")
-    return arrays if readout == "identity" else {k: v for k, v in arrays.items()
-                                                 if k != "choices"}
-
-
-def transformer_classifier(config: ml_collections.ConfigDict, vocab_size: int, max_len: int):
-    t = config.transformer
-    return nn.PositionClassifier(
-        nn.Encoder(
-            nn.TransformerConfig(
-                vocab_size=vocab_size, model_dim=t.model_dim, num_heads=t.num_heads,
-                num_layers=t.num_layers, mlp_dim=t.mlp_dim, dropout_rate=t.dropout_rate,
-                position=t.position, max_len=max_len,
-            )
-        ),
-        # "identity": logits over the vocabulary, read at the candidates' ids ("choices").
-        num_classes=vocab_size if config.readout == "identity" else 2,
-    )
-
-
-def pronoun_attention(model, params, arrays: dict, batch_size: int = 256) -> np.ndarray:
-    """``[L, N, H, S]`` self-attention of every layer and head from the pronoun."""
-
-    @jax.jit
-    def rows(batch):
-        _, maps = analysis.capture_attention(
-            model, {"params": params}, batch["tokens"], batch["pronoun"]
-        )
-        weights = jnp.stack([maps[k] for k in analysis.layer_paths(maps, "self_attention")])
-        index = batch["pronoun"][None, :, None, None, None]
-        rows = jnp.take_along_axis(weights, index, axis=3)[:, :, :, 0]  # [L, B, H, S]
-        return jnp.moveaxis(rows, 1, 0)
-
-    arrays = {"tokens": arrays["tokens"], "pronoun": arrays["pronoun"]}
-    return np.moveaxis(train.map_in_batches(rows, arrays, batch_size), 0, 1)
-
-
-def probe(weights: np.ndarray, arrays: dict) -> np.ndarray:
-    """``[L, H]`` probe accuracy from ``[L, N, H, S]`` pronoun rows."""
-    # antecedent_probe takes full maps; the pronoun row is all it reads.
-    n = weights.shape[1]
-    return analysis.antecedent_probe(
-        weights[:, :, :, None, :], np.zeros(n, int), arrays["candidates"], arrays["label"]
-    )
-
-
 def run(config: ml_collections.ConfigDict, run_dir: experiment.RunDir) -> dict:
-    data = make_data(config)
-    model = transformer_classifier(config, len(data["vocab"]), data["length"])
+    data = coreference.make_datasets(config)
+    model = nn.encoder_classifier(config, len(data["vocab"]), data["length"])
     tc = config.train
     params, training = train.fit_classifier(
         model, data["train"], position_key="pronoun", num_steps=tc.num_steps,
@@ -144,11 +60,11 @@ def run(config: ml_collections.ConfigDict, run_dir: experiment.RunDir) -> dict:
     # Probe every head on all test sets together, with the baselines.
     test_all = {k: np.concatenate([a[k] for a in data["test"].values()])
                 for k in ("tokens", "pronoun", "candidates", "label")}
-    validation_probe = probe(pronoun_attention(model, params, data["validation"]),
+    validation_probe = analysis.pronoun_probe(analysis.pronoun_attention(model, params, data["validation"]),
                              data["validation"])
     layer, head = np.unravel_index(np.argmax(validation_probe), validation_probe.shape)
-    weights = pronoun_attention(model, params, test_all)
-    probe_accuracy = probe(weights, test_all)
+    weights = analysis.pronoun_attention(model, params, test_all)
+    probe_accuracy = analysis.pronoun_probe(weights, test_all)
     label = test_all["label"]
     baselines = {
         "nearest_candidate": float(np.mean(label == 1)),
@@ -160,7 +76,7 @@ def run(config: ml_collections.ConfigDict, run_dir: experiment.RunDir) -> dict:
     for d, arrays in data["test"].items():
         n = len(arrays["label"])
         per_distance_probe[d] = float(
-            probe(weights[:, offset : offset + n], arrays)[layer, head]
+            analysis.pronoun_probe(weights[:, offset : offset + n], arrays)[layer, head]
         )
         offset += n
 

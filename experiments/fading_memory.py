@@ -31,9 +31,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullLocator
 
 from attnjax import analysis, experiment, nn, train
-from attnjax.data import recall
+from attnjax.data import coreference, recall
 from experiments import REGISTRY
-from experiments import coreference as coreference_experiment
 
 NAME = "fading_memory"
 CLAIM = REGISTRY[NAME].claim
@@ -123,7 +122,7 @@ def accuracy_of(model, params, arrays) -> float:
 
 def coreference_curves(config, run_dir) -> dict:
     """Antecedent accuracy vs filler distance for every model."""
-    data = coreference_experiment.make_data(config.coreference)
+    data = coreference.make_datasets(config.coreference)
     classes = len(data["vocab"]) if config.coreference.readout == "identity" else 2
     models = matched_models(config, len(data["vocab"]), data["length"], classes)
     out = {}

@@ -36,7 +36,6 @@ from matplotlib.figure import Figure
 
 from attnjax import analysis, experiment, train
 from experiments import REGISTRY
-from experiments import coreference as coreference_experiment
 from experiments import translation as translation_experiment
 
 NAME = "heads"
@@ -59,7 +58,7 @@ def accuracy_of(model, params, arrays, heads=None) -> float:
 def train_model(config, data, num_heads: int, run_dir):
     cfg = ml_collections.ConfigDict(config.to_dict())
     cfg.transformer.num_heads = num_heads
-    model = coreference_experiment.transformer_classifier(cfg, len(data["vocab"]),
+    model = nn.encoder_classifier(cfg, len(data["vocab"]),
                                                           data["length"])
     tc = config.train
     params, info = train.fit_classifier(
@@ -96,7 +95,7 @@ def classify(scores: dict, probe: np.ndarray, config) -> list[list[str]]:
 
 
 def run(config: ml_collections.ConfigDict, run_dir: experiment.RunDir) -> dict:
-    data = coreference_experiment.make_data(config)
+    data = coreference.make_datasets(config)
     test = {k: np.concatenate([a[k] for a in data["test"].values()])
             for k in ("tokens", "pronoun", "candidates", "label")}
     by_heads = {}
@@ -119,8 +118,8 @@ def run(config: ml_collections.ConfigDict, run_dir: experiment.RunDir) -> dict:
     valid = val["tokens"][:512] != 0
     words = [data["vocab"].decode(row, strip_special=False) for row in val["tokens"][:512]]
     scores = analysis.head_scores(weights, valid=valid, tokens=words, offsets=(-2, -1, 0, 1, 2))
-    probe = coreference_experiment.probe(
-        coreference_experiment.pronoun_attention(model, params, data["validation"]),
+    probe = analysis.pronoun_probe(
+        analysis.pronoun_attention(model, params, data["validation"]),
         data["validation"])
     classes = classify(scores, probe, config)
 
@@ -154,8 +153,8 @@ def translation_heads(config, run_dir: experiment.RunDir) -> dict:
     """Cross-attention heads of the toy translation transformer: AER, classes, ablation."""
     tcfg = experiment.load_config(f"configs/translation.py:{config.translation_variant}")
     tcfg.models = ("transformer",)
-    data = translation_experiment.load_task(tcfg)
-    model = translation_experiment.build_model("transformer", tcfg, len(data["source_vocab"]),
+    data = translation.load_task(tcfg)
+    model = nn.seq2seq_model("transformer", tcfg, len(data["source_vocab"]),
                                                len(data["target_vocab"]))
     params, _ = translation_experiment.train_one("transformer", model, data, tcfg, run_dir)
     alignment = translation_experiment.score_alignment(model, params, data, tcfg, run_dir,

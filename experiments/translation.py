@@ -20,98 +20,13 @@ import ml_collections
 import numpy as np
 
 from attnjax import analysis, experiment, nn, parallel, train, viz
-from attnjax.data import scan
-from attnjax.data.toy_translation import ToyTranslation, train_test_split
-from attnjax.data.vocab import Vocab, encode_pairs
+from attnjax.data import translation
 from experiments import REGISTRY
 
 NAME = "translation"
 CLAIM = REGISTRY[NAME].claim
 # Lake & Baroni (2018), best overall RNN per split (exact match on the test set).
 PUBLISHED_RNN = {"simple": 0.997, "length": 0.138, "addprim_jump": 0.012}
-
-
-def load_task(config: ml_collections.ConfigDict) -> dict:
-    """Train/test pairs, vocabularies and (toy only) the gold alignments of the test set."""
-    if config.task == "scan":
-        train_pairs = scan.load_split(config.scan_split, "train")
-        test_pairs = scan.load_split(config.scan_split, "test")
-        golds = None
-    elif config.task == "toy":
-        t = config.toy
-        sampler = ToyTranslation(
-            config.seed,
-            max_adjectives=t.max_adjectives,
-            relative_clause_prob=t.relative_clause_prob,
-            plural_prob=t.plural_prob,
-            negation_prob=t.negation_prob,
-        )
-        unique = list({e.source: e for e in sampler.sample(t.num_sentences)}.values())
-        train_examples, test_examples = train_test_split(unique, t.test_fraction, seed=config.seed)
-        train_pairs = [(e.source, e.target) for e in train_examples]
-        test_pairs = [(e.source, e.target) for e in test_examples]
-        golds = [e.alignment for e in test_examples]
-    else:
-        raise ValueError(f"config.task must be 'toy' or 'scan', got {config.task!r}")
-    if config.eval.max_examples:
-        test_pairs = test_pairs[: config.eval.max_examples]
-        golds = golds[: config.eval.max_examples] if golds else None
-    source_vocab = Vocab.build([s for s, _ in train_pairs + test_pairs])
-    target_vocab = Vocab.build([t for _, t in train_pairs + test_pairs])
-    longest_source = max(len(s) for s, _ in train_pairs + test_pairs) + 1
-    longest_target = max(len(t) for _, t in train_pairs + test_pairs) + 1
-    encode = lambda pairs: encode_pairs(
-        pairs, source_vocab, target_vocab, longest_source, longest_target
-    )
-    return {
-        "train": encode(train_pairs),
-        "test": encode(test_pairs),
-        "test_pairs": test_pairs,
-        "golds": golds,
-        "source_vocab": source_vocab,
-        "target_vocab": target_vocab,
-        "num_train": len(train_pairs),
-        "num_test": len(test_pairs),
-    }
-
-
-def build_model(name: str, config: ml_collections.ConfigDict, source_vocab: int, target_vocab: int):
-    """``transformer`` or ``{gru,lstm,simple}[_attention]`` seq2seq models."""
-    if name == "transformer":
-        t = config.transformer
-        return nn.EncoderDecoder(
-            nn.TransformerConfig(
-                vocab_size=source_vocab,
-                target_vocab_size=target_vocab,
-                model_dim=t.model_dim,
-                num_heads=t.num_heads,
-                num_layers=t.num_layers,
-                mlp_dim=t.mlp_dim,
-                dropout_rate=t.dropout_rate,
-                position=t.position,
-                pre_ln=t.pre_ln,
-                max_len=512,
-            )
-        )
-    cell, _, attention = name.partition("_")
-    if cell not in ("gru", "lstm", "simple") or attention not in ("", "attention"):
-        raise ValueError(
-            f"unknown model {name!r}: expected 'transformer' or 'gru'/'lstm'/'simple' with an "
-            "optional '_attention' suffix"
-        )
-    r = config.rnn
-    return nn.RNNSeq2Seq(
-        nn.RNNConfig(
-            vocab_size=source_vocab,
-            target_vocab_size=target_vocab,
-            embed_dim=r.embed_dim,
-            hidden_dim=r.hidden_dim,
-            cell=cell,
-            attention="additive" if attention else None,
-            bidirectional_encoder=r.bidirectional_encoder,
-            dropout_rate=r.dropout_rate,
-        )
-    )
 
 
 def train_one(name, model, data, config, run_dir):
@@ -171,29 +86,10 @@ def train_one(name, model, data, config, run_dir):
     }
 
 
-def cross_attention_maps(model, params, arrays, batch_size):
-    """``[L, N, H, T, S]`` teacher-forced cross-attention of the test set (row t is the
-    step that predicts target word t)."""
-    forward = jax.jit(lambda p, s, t: analysis.capture_attention(model, {"params": p}, s, t)[1])
-    chunks = []
-    for start in range(0, len(arrays["source"]), batch_size):
-        maps = forward(
-            params,
-            arrays["source"][start : start + batch_size],
-            arrays["target_in"][start : start + batch_size],
-        )
-        kind = "cross_attention" if isinstance(model, nn.EncoderDecoder) else None
-        if kind is None:
-            chunks.append(np.stack([np.asarray(w) for w in maps.values()]))
-        else:
-            chunks.append(analysis.stack_layers(maps, kind))
-    return np.concatenate(chunks, axis=1)
-
-
 def score_alignment(model, params, data, config, run_dir, name):
     """AER of every cross-attention head, the best head, and the diagonal baseline."""
     test, pairs, golds = data["test"], data["test_pairs"], data["golds"]
-    weights = cross_attention_maps(model, params, test, config.eval.batch_size)
+    weights = analysis.cross_attention_maps(model, params, test, config.eval.batch_size)
     source_lengths = [len(s) for s, _ in pairs]
     target_lengths = [len(t) for _, t in pairs]
     aers = analysis.head_aers(weights, golds, source_lengths, target_lengths)
@@ -234,7 +130,7 @@ def score_alignment(model, params, data, config, run_dir, name):
 
 
 def run(config: ml_collections.ConfigDict, run_dir: experiment.RunDir) -> dict:
-    data = load_task(config)
+    data = translation.load_task(config)
     print(
         f"{config.task}: {data['num_train']} train / {data['num_test']} test pairs; "
         f"vocab {len(data['source_vocab'])} -> {len(data['target_vocab'])}"
@@ -247,7 +143,7 @@ def run(config: ml_collections.ConfigDict, run_dir: experiment.RunDir) -> dict:
         "figures": [],
     }
     for name in config.models:
-        model = build_model(name, config, len(data["source_vocab"]), len(data["target_vocab"]))
+        model = nn.seq2seq_model(name, config, len(data["source_vocab"]), len(data["target_vocab"]))
         params, training = train_one(name, model, data, config, run_dir)
         tic = time.perf_counter()
         metrics, _ = train.evaluate_seq2seq(

@@ -6,6 +6,7 @@ from attnjax.analysis.alignment import (
     alignment_error_rate,
     argmax_links,
     corpus_aer,
+    cross_attention_maps,
     diagonal_links,
     head_aers,
 )
@@ -25,7 +26,12 @@ from attnjax.analysis.heads import (
     mean_head_outputs,
     with_attention_weights,
 )
-from attnjax.analysis.probes import antecedent_probe, input_gradient_norms
+from attnjax.analysis.probes import (
+    antecedent_probe,
+    input_gradient_norms,
+    pronoun_attention,
+    pronoun_probe,
+)
 
 __all__ = [
     "ablate_heads",
@@ -42,6 +48,9 @@ __all__ = [
     "spearman",
     "with_attention_weights",
     "antecedent_probe",
+    "cross_attention_maps",
+    "pronoun_attention",
+    "pronoun_probe",
     "argmax_links",
     "capture_attention",
     "corpus_aer",

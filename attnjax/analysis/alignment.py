@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+import jax
 import numpy as np
+
+from attnjax.analysis.capture import capture_attention, stack_layers
 
 Link = tuple[int, int]  # (source index, target index)
 
@@ -81,3 +84,22 @@ def head_aers(
             ]
             out[layer, head] = corpus_aer(links, golds)
     return out
+
+
+def cross_attention_maps(model, params, arrays, batch_size):
+    """``[L, N, H, T, S]`` teacher-forced cross-attention of the test set (row t is the
+    step that predicts target word t)."""
+    forward = jax.jit(lambda p, s, t: capture_attention(model, {"params": p}, s, t)[1])
+    chunks = []
+    for start in range(0, len(arrays["source"]), batch_size):
+        maps = forward(
+            params,
+            arrays["source"][start : start + batch_size],
+            arrays["target_in"][start : start + batch_size],
+        )
+        kind = "cross_attention" if type(model).__name__ == "EncoderDecoder" else None
+        if kind is None:
+            chunks.append(np.stack([np.asarray(w) for w in maps.values()]))
+        else:
+            chunks.append(stack_layers(maps, kind))
+    return np.concatenate(chunks, axis=1)

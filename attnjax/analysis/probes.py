@@ -17,6 +17,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from attnjax.analysis.capture import capture_attention, layer_paths
+from attnjax.train.classify import map_in_batches
+
 
 def antecedent_probe(
     weights: np.ndarray, pronoun: np.ndarray, candidates: np.ndarray, label: np.ndarray
@@ -85,3 +88,29 @@ def input_gradient_norms(
     # The loss is a sum over rows, so each row's gradient is that example's own.
     (leaf,) = jax.tree.leaves(jax.grad(loss)(perturbations))
     return jnp.linalg.norm(leaf, axis=-1)
+
+
+def pronoun_attention(model, params, arrays: dict, batch_size: int = 256) -> np.ndarray:
+    """``[L, N, H, S]`` self-attention of every layer and head from the pronoun."""
+
+    @jax.jit
+    def rows(batch):
+        _, maps = capture_attention(
+            model, {"params": params}, batch["tokens"], batch["pronoun"]
+        )
+        weights = jnp.stack([maps[k] for k in layer_paths(maps, "self_attention")])
+        index = batch["pronoun"][None, :, None, None, None]
+        rows = jnp.take_along_axis(weights, index, axis=3)[:, :, :, 0]  # [L, B, H, S]
+        return jnp.moveaxis(rows, 1, 0)
+
+    arrays = {"tokens": arrays["tokens"], "pronoun": arrays["pronoun"]}
+    return np.moveaxis(map_in_batches(rows, arrays, batch_size), 0, 1)
+
+
+def pronoun_probe(weights: np.ndarray, arrays: dict) -> np.ndarray:
+    """``[L, H]`` probe accuracy from ``[L, N, H, S]`` pronoun rows."""
+    # antecedent_probe takes full maps; the pronoun row is all it reads.
+    n = weights.shape[1]
+    return antecedent_probe(
+        weights[:, :, :, None, :], np.zeros(n, int), arrays["candidates"], arrays["label"]
+    )

@@ -550,3 +550,46 @@ class AgreementTask:
         tokens.append("suddenly")
         verbs = VERB_FORMS[rng.integers(len(VERB_FORMS))]
         return AgreementExample(tuple(tokens), subject, tuple(positions), plural, verbs)
+
+
+def make_datasets(config) -> dict:
+    """Train set (fillers drawn from 0..max), validation (held-in pairs), test sets per
+    distance and the seed sentences, encoded to one common length, from an experiment config
+    (``config.seed``, ``config.task.*``, ``config.readout``)."""
+    task = CoreferenceTask(config.seed, config.task.held_out_pair_fraction)
+    vocab = task.vocabulary()
+    distances = tuple(config.task.test_distances)
+    train_examples = task.sample(
+        config.task.num_train, "train", filler_tokens=range(config.task.max_filler + 1)
+    )
+    test_examples = {d: task.sample(config.task.num_test, "test", filler_tokens=d, stream=d)
+                     for d in distances}
+    # Heads are chosen on held-in sentences, then scored on the held-out test sets.
+    validation = task.sample(
+        config.task.num_test, "train", filler_tokens=range(config.task.max_filler + 1), stream=1
+    )
+    seeds = [parse_seed(s) for s in SEED_SENTENCES]
+    every = train_examples + validation + [e for es in test_examples.values() for e in es] + seeds
+    length = max(len(e.tokens) for e in every)
+    encode = lambda examples: readout_arrays(
+        encode(examples, vocab=vocab, length=length), config.readout
+    )
+    return {
+        "task": task,
+        "vocab": vocab,
+        "length": length,
+        "train": encode(train_examples),
+        "validation": encode(validation),
+        "test": {d: encode(es) for d, es in test_examples.items()},
+        "test_examples": test_examples,
+        "seeds": seeds,
+        "seed_arrays": encode(seeds),
+    }
+
+
+def readout_arrays(arrays: dict, readout: str) -> dict:
+    """``arrays`` with ``choices`` (the candidates' ids) only for the identity readout."""
+    if readout not in ("position", "identity"):
+        raise ValueError(f"config.readout must be 'position' or 'identity', got {readout!r}")
+    return arrays if readout == "identity" else {k: v for k, v in arrays.items()
+                                                 if k != "choices"}

@@ -1,6 +1,7 @@
 """Flax linen modules: thin wrappers that own parameters and call ``attnjax.ops``."""
 
 from attnjax.nn.attention import MultiHeadAttention
+from attnjax.nn.builders import encoder_classifier, seq2seq_model
 from attnjax.nn.classifier import PositionClassifier, RecurrentStates
 from attnjax.nn.recurrent import AdditiveAttention, RNNConfig, RNNDecoder, RNNEncoder, RNNSeq2Seq
 from attnjax.nn.transformer import (
@@ -35,4 +36,6 @@ __all__ = [
     "RNNSeq2Seq",
     "RecurrentStates",
     "TransformerConfig",
+    "encoder_classifier",
+    "seq2seq_model",
 ]

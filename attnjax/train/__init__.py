@@ -1,14 +1,17 @@
-"""Training: loop and checkpoints, losses, optimiser, decoding, seq2seq evaluation."""
+"""Training: the trainer (``train``: seeds vmapped, resumable), loop and checkpoints,
+losses, optimiser, decoding, seq2seq evaluation."""
 
 from attnjax.train.classify import (
     classification_loss_fn,
     fit_classifier,
     map_in_batches,
     predict,
+    train_classifier,
 )
 from attnjax.train.decoding import beam_search, greedy_decode, tile_beams
 from attnjax.train.loop import (
     Checkpointer,
+    Interrupted,
     TrainState,
     epoch_batch_indices,
     fit,
@@ -21,11 +24,33 @@ from attnjax.train.seq2seq import (
     decode,
     evaluate_seq2seq,
     seq2seq_loss_fn,
+    train_seq2seq,
     transformer_decoding,
+)
+from attnjax.train.trainer import (
+    Member,
+    SeedRngs,
+    TrainResult,
+    check_train_config,
+    num_params,
+    optimizer_from_config,
+    stack_batches,
+    train,
 )
 
 __all__ = [
     "Checkpointer",
+    "Interrupted",
+    "Member",
+    "SeedRngs",
+    "TrainResult",
+    "check_train_config",
+    "num_params",
+    "optimizer_from_config",
+    "stack_batches",
+    "train",
+    "train_classifier",
+    "train_seq2seq",
     "TrainState",
     "beam_search",
     "classification_loss_fn",

@@ -4,7 +4,7 @@ position) with the generic loop: the probes of coreference, agreement and recall
 from __future__ import annotations
 
 import functools
-import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,15 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from attnjax.train.loop import (
-    Checkpointer,
-    TrainState,
-    batches_of,
-    fit,
-    make_batch_fn,
-    make_train_step,
-)
-from attnjax.train.optim import make_optimizer
+from attnjax.train.loop import batches_of, make_batch_fn
+from attnjax.train.trainer import TrainResult, train
 
 Batch = dict[str, np.ndarray]
 
@@ -89,6 +82,51 @@ def predict(model: nn.Module, params: Any, arrays: Batch, position_key: str,
     )
 
 
+def train_classifier(
+    model: nn.Module,
+    arrays: Batch,
+    *,
+    position_key: str,
+    config: Mapping,
+    seeds: Sequence[int],
+    name: str = "classifier",
+    run_dir=None,
+    stop_at_accuracy: float | None = None,
+    **train_kwargs,
+) -> TrainResult:
+    """Trains ``model`` on ``arrays`` for every seed with ``attnjax.train.train``.
+
+    Args:
+      arrays: ``tokens [N, L]``, ``label [N]``, ``arrays[position_key] [N]`` and optionally
+        ``choices [N, K]``.
+      config: a train block (``num_steps``, ``batch_size``, ``learning_rate``, ...).
+      seeds: seeds; each varies initialisation and batch order (the data set is the
+        caller's: draw it per seed for a data-draw axis).
+      stop_at_accuracy: stop at the first logged interval whose training accuracy reaches
+        it (in every seed).
+      train_kwargs: passed on (``learning_rates``, ``vmap_seeds``, ``parallel``, ...).
+    """
+    n = len(arrays["tokens"])
+    batch_size = min(int(config["batch_size"]), n)
+    example = tuple(x[:2] for x in model_inputs(arrays, position_key))
+    batch_fns: dict[int, Any] = {}
+
+    def batches(rngs, step):
+        if rngs.seed not in batch_fns:
+            batch_fns[rngs.seed] = make_batch_fn(arrays, batch_size, rngs.int("data_order"))
+        return batch_fns[rngs.seed](step)
+
+    return train(
+        name=name, seeds=seeds, config=config,
+        init=lambda key: model.init(key, *example)["params"],
+        loss_fn=classification_loss_fn(model, position_key), batches=batches,
+        run_dir=run_dir,
+        stop_when=None if stop_at_accuracy is None
+        else lambda r: r.get("token_accuracy", 0.0) >= stop_at_accuracy,
+        **train_kwargs,
+    )
+
+
 def fit_classifier(
     model: nn.Module,
     arrays: Batch,
@@ -108,37 +146,23 @@ def fit_classifier(
     description: str = "train",
     stop_at_accuracy: float | None = None,
 ) -> tuple[Any, dict]:
-    """Train ``model`` on ``arrays`` with AdamW + warmup/cosine; resumes from
-    ``checkpoint_dir``; with ``stop_at_accuracy``, stops at the first logged interval whose
-    training accuracy reaches it. Returns ``(params, {"train_seconds", "steps",
-    "final_train_loss", "final_train_accuracy", "num_params"})``."""
-    n = len(arrays["tokens"])
-    # Jitted: one compilation instead of one per parameter initialiser.
-    params = jax.jit(model.init)(
-        jax.random.key(seed), *(x[:2] for x in model_inputs(arrays, position_key))
-    )["params"]
-    optimizer = make_optimizer(
-        learning_rate, warmup_steps=min(warmup_steps, num_steps // 2), total_steps=num_steps,
-        schedule="cosine", weight_decay=weight_decay, clip_norm=clip_norm,
+    """One seed of ``train_classifier`` with the train block given as arguments (AdamW +
+    warmup/cosine); resumes from ``checkpoint_dir``. Returns ``(params, {"train_seconds",
+    "steps", "final_train_loss", "final_train_accuracy", "num_params"})``."""
+    config = {"num_steps": num_steps, "batch_size": batch_size,
+              "learning_rate": learning_rate, "warmup_steps": warmup_steps,
+              "schedule": "cosine", "weight_decay": weight_decay, "clip_norm": clip_norm,
+              "log_every": log_every, "checkpoint_every": checkpoint_every}
+    result = train_classifier(
+        model, arrays, position_key=position_key, config=config, seeds=[seed],
+        name=description, stop_at_accuracy=stop_at_accuracy, checkpoint_dir=checkpoint_dir,
+        log=log,
     )
-    step = make_train_step(classification_loss_fn(model, position_key), optimizer)
-    checkpointer = None
-    if checkpoint_dir is not None:
-        checkpointer = Checkpointer(checkpoint_dir, every=checkpoint_every)
-    tic = time.perf_counter()
-    state, records = fit(
-        TrainState.create(params, optimizer), step,
-        make_batch_fn(arrays, min(batch_size, n), seed),
-        num_steps=num_steps, base_key=jax.random.fold_in(jax.random.key(seed), 1),
-        log=log, log_every=log_every, checkpointer=checkpointer, description=description,
-        stop_when=None if stop_at_accuracy is None
-        else lambda r: r.get("token_accuracy", 0.0) >= stop_at_accuracy,
-    )
-    trained = [r for r in records if r.get("split") == "train"]
-    return state.params, {
-        "train_seconds": time.perf_counter() - tic,
-        "steps": int(state.step),
-        "final_train_loss": trained[-1]["loss"] if trained else None,
-        "final_train_accuracy": trained[-1].get("token_accuracy") if trained else None,
-        "num_params": int(sum(np.size(x) for x in jax.tree.leaves(state.params))),
+    final = result.final[0]
+    return result.params[0], {
+        "train_seconds": result.seconds,
+        "steps": int(final.get("step", 0)),
+        "final_train_loss": final.get("loss"),
+        "final_train_accuracy": final.get("token_accuracy"),
+        "num_params": result.num_params,
     }

@@ -8,8 +8,9 @@ restarted from its last checkpoint replays the same steps and ends with the same
 
 from __future__ import annotations
 
+import shutil
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +42,15 @@ class TrainState(flax.struct.PyTreeNode):
 
 
 def make_train_step(
-    loss_fn: LossFn, optimizer: optax.GradientTransformation, *, jit: bool = True
+    loss_fn: LossFn, optimizer: optax.GradientTransformation, *, jit: bool = True,
+    donate: bool = True,
 ) -> Callable[[TrainState, Batch, Array], tuple[TrainState, dict[str, Array]]]:
     """Build the jitted ``step(state, batch, base_key) -> (state, metrics)``.
+
+    With ``donate=True`` (the default) the step *donates* its input state: XLA reuses its
+    buffers for the new state, so the arrays of the state you passed are deleted ("Array
+    has been deleted" if you touch them again). Keep a copy (``jax.tree.map(jnp.copy, s)``)
+    or pass ``donate=False`` to keep using it.
 
     Args:
       loss_fn: ``loss_fn(params, batch, dropout_key) -> (loss, sums)``, where ``loss`` is
@@ -51,6 +58,7 @@ def make_train_step(
         ``weight_sum``, ``correct_sum``) that aggregate exactly over steps.
       optimizer: an optax transformation.
       jit: ``False`` returns the plain function (``attnjax.parallel`` jits it with shardings).
+      donate: donate the state argument (see above).
     """
 
     def step(state: TrainState, batch: Batch, base_key: Array):
@@ -63,7 +71,9 @@ def make_train_step(
         metrics = {**sums, "loss": loss, "grad_norm": optax.tree.norm(grads)}
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
-    return jax.jit(step, donate_argnums=0) if jit else step
+    if not jit:
+        return step
+    return jax.jit(step, donate_argnums=0) if donate else jax.jit(step)
 
 
 def epoch_batch_indices(
@@ -116,17 +126,40 @@ def make_batch_fn(
     return batch_at
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM) stopped training cleanly: pending checkpoint writes finished,
+    nothing half-written left behind. ``step`` is the step a rerun resumes from."""
+
+    def __init__(self, step: int | None):
+        super().__init__(f"stopped at step {step}; rerun the same command to resume")
+        self.step = step
+
+
 class Checkpointer:
     """Saves ``TrainState`` every ``every`` steps under ``directory``, keeps the last few."""
 
     def __init__(self, directory: str | Path, *, every: int, max_to_keep: int = 2):
+        if every < 1:
+            raise ValueError(f"`every` (checkpoint interval) must be >= 1, got {every}")
         self.every = every
+        self.directory = Path(directory).resolve()
+        # A kill -9 during a save leaves a temporary folder; orbax never reads it as a
+        # checkpoint, and removing it keeps the folder clean.
+        self._remove_temporaries()
         self.manager = ocp.CheckpointManager(
-            Path(directory).resolve(),
+            self.directory,
             options=ocp.CheckpointManagerOptions(
                 max_to_keep=max_to_keep, save_interval_steps=every, create=True
             ),
         )
+
+    def _remove_temporaries(self) -> None:
+        if self.directory.is_dir():
+            for tmp in self.directory.glob("*.orbax-checkpoint-tmp*"):
+                shutil.rmtree(tmp, ignore_errors=True)
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
 
     def restore_or(self, state: TrainState) -> TrainState:
         """The latest saved state (same structure as ``state``), or ``state`` if none."""
@@ -143,6 +176,31 @@ class Checkpointer:
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
+        self._remove_temporaries()
+
+
+def _records(sums: dict[str, np.ndarray], steps: int, elapsed: float, done: int,
+             seeds: Sequence[int] | None, tokens: int | None) -> list[dict]:
+    """Training records of one logging interval: one, or one per seed of a seed axis."""
+    members = [None] if seeds is None else list(range(len(seeds)))
+    out = []
+    for i in members:
+        s = {k: float(v if i is None else v[i]) for k, v in sums.items()}
+        record = {"step": done, "split": "train", "seconds": elapsed,
+                  "steps_per_second": steps / elapsed}
+        if i is not None:
+            record["seed"] = int(seeds[i])
+        if "loss_sum" in s and s.get("weight_sum"):
+            record["loss"] = s["loss_sum"] / s["weight_sum"]
+        else:
+            record["loss"] = s["loss"] / steps
+        if "correct_sum" in s and s.get("weight_sum"):
+            record["token_accuracy"] = s["correct_sum"] / s["weight_sum"]
+        record["grad_norm"] = s["grad_norm"] / steps
+        if tokens is not None:
+            record["tokens_per_second"] = tokens / elapsed
+        out.append(record)
+    return out
 
 
 def fit(
@@ -154,82 +212,101 @@ def fit(
     base_key: Array,
     log: Callable[[dict], None] | None = None,
     log_every: int = 50,
-    evaluate: Callable[[TrainState], dict] | None = None,
+    evaluate: Callable[[TrainState], dict | list[dict]] | None = None,
     eval_every: int = 0,
     checkpointer: Checkpointer | None = None,
     tokens_in: Callable[[Batch], int] | None = None,
     progress: bool = True,
     description: str = "train",
     stop_when: Callable[[dict], bool] | None = None,
+    seeds: Sequence[int] | None = None,
+    on_resume: Callable[[int], None] | None = None,
 ) -> tuple[TrainState, list[dict]]:
     """Run ``train_step`` until ``state.step == num_steps``, resuming from ``checkpointer``.
+
+    The loop under ``attnjax.train.train`` (use that: it builds the state, the optimiser,
+    the step and the checkpoints from a config, for several seeds at once); call this
+    directly to drive a step of your own.
 
     Args:
       batch_at: the batch of a given step (a pure function of the step; see module doc).
       log: called with every metrics record (e.g. a JSON-lines writer).
-      evaluate: ``evaluate(state) -> dict`` run every ``eval_every`` steps and at the end.
+      evaluate: ``evaluate(state) -> dict`` (or a list of dicts, one per seed) run every
+        ``eval_every`` steps and at the end.
       tokens_in: counts the tokens of a batch, for the tokens/s throughput.
       stop_when: called with every training record; ``True`` stops early (the state is
-        checkpointed at that step). A restarted run resumes from there and trains on until
-        ``stop_when`` holds again, so early stopping is not part of the exact-resume promise.
+        checkpointed at that step); with a seed axis, when it is true for every seed. A
+        restarted run resumes from there and trains on until ``stop_when`` holds again, so
+        early stopping is not part of the exact-resume promise.
+      seeds: the state has a leading seed axis of these seeds (``train`` vmaps the step):
+        every record is emitted once per seed, with ``"seed"``.
+      on_resume: called once with the step the run starts from (0 for a fresh run), before
+        any record is emitted: ``train`` drops the records after it from ``metrics.jsonl``.
+
+    Raises:
+      Interrupted: on Ctrl-C, after pending checkpoint writes finished (``.step`` is the
+        step a rerun resumes from).
 
     Returns:
       ``(state, records)``, the records of this call (not of an earlier, resumed run).
     """
     if checkpointer is not None:
         state = checkpointer.restore_or(state)
-    start = int(state.step)
+    start = int(np.max(jax.device_get(state.step)))
+    if on_resume is not None:
+        on_resume(start)
     records: list[dict] = []
-    sums: dict[str, float] = {}
     tokens, tic, since = 0, time.perf_counter(), start
 
-    def emit(record: dict) -> None:
-        records.append(record)
-        if log is not None:
-            log(record)
+    def emit(record: dict | list[dict]) -> None:
+        for r in record if isinstance(record, list) else [record]:
+            records.append(r)
+            if log is not None:
+                log(r)
+
+    def evaluation(step: int) -> list[dict]:
+        out = evaluate(state)
+        out = out if isinstance(out, list) else [out]
+        return [{"step": step, "split": "eval", **r} for r in out]
 
     bar = tqdm(total=num_steps, initial=start, desc=description, disable=not progress)
     pending = None
-    for step in range(start, num_steps):
-        batch = batch_at(step)
-        state, metrics = train_step(state, batch, base_key)
-        if tokens_in is not None:
-            tokens += tokens_in(batch)
-        # Fetching metrics syncs with the device: accumulate on device, read once per log.
-        pending = metrics if pending is None else jax.tree.map(jnp.add, pending, metrics)
-        done = step + 1
-        if done % log_every == 0 or done == num_steps:
-            sums = {k: float(v) for k, v in jax.device_get(pending).items()}
-            elapsed = time.perf_counter() - tic
-            steps = done - since
-            record = {"step": done, "split": "train", "seconds": elapsed,
-                      "steps_per_second": steps / elapsed}
-            if "loss_sum" in sums and sums.get("weight_sum"):
-                record["loss"] = sums["loss_sum"] / sums["weight_sum"]
-            if "correct_sum" in sums and sums.get("weight_sum"):
-                record["token_accuracy"] = sums["correct_sum"] / sums["weight_sum"]
-            record["grad_norm"] = sums["grad_norm"] / steps
+    try:
+        for step in range(start, num_steps):
+            batch = batch_at(step)
+            state, metrics = train_step(state, batch, base_key)
             if tokens_in is not None:
-                record["tokens_per_second"] = tokens / elapsed
-            emit(record)
-            postfix = {"loss": f"{record.get('loss', sums['loss'] / steps):.4f}"}
-            if tokens_in is not None:
-                postfix["tok/s"] = f"{record['tokens_per_second']:.0f}"
-            bar.set_postfix(postfix)
-            pending, tokens, tic, since = None, 0, time.perf_counter(), done
-            if stop_when is not None and stop_when(record):
-                if checkpointer is not None:
-                    checkpointer.save(done, state, force=True)
-                bar.update(1)
-                break
-        if evaluate is not None and eval_every and done % eval_every == 0 and done != num_steps:
-            emit({"step": done, "split": "eval", **evaluate(state)})
+                tokens += tokens_in(batch)
+            # Fetching metrics syncs with the device: accumulate on device, read once per log.
+            pending = metrics if pending is None else jax.tree.map(jnp.add, pending, metrics)
+            done = step + 1
+            if done % log_every == 0 or done == num_steps:
+                sums = {k: np.asarray(v) for k, v in jax.device_get(pending).items()}
+                interval = _records(sums, done - since, time.perf_counter() - tic, done, seeds,
+                                    tokens if tokens_in is not None else None)
+                emit(interval)
+                bar.set_postfix({"loss": f"{np.mean([r['loss'] for r in interval]):.4f}"})
+                pending, tokens, tic, since = None, 0, time.perf_counter(), done
+                if stop_when is not None and all(stop_when(r) for r in interval):
+                    if checkpointer is not None:
+                        checkpointer.save(done, state, force=True)
+                    bar.update(1)
+                    break
+            if evaluate is not None and eval_every and done % eval_every == 0 and done != num_steps:
+                emit(evaluation(done))
+            if checkpointer is not None:
+                checkpointer.save(done, state, force=done == num_steps)
+            bar.update(1)
+    except KeyboardInterrupt:
+        bar.close()
+        resumes_from = None
         if checkpointer is not None:
-            checkpointer.save(done, state, force=done == num_steps)
-        bar.update(1)
+            checkpointer.close()  # finishes a pending asynchronous save
+            resumes_from = checkpointer.latest_step() or 0
+        raise Interrupted(resumes_from) from None
     bar.close()
     if evaluate is not None and start < num_steps:
-        emit({"step": num_steps, "split": "eval", **evaluate(state)})
+        emit(evaluation(num_steps))
     if checkpointer is not None:
         checkpointer.close()
     return state, records

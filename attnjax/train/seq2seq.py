@@ -141,3 +141,45 @@ def evaluate_seq2seq(
         "num_examples": int(len(exact)),
     }
     return metrics, predictions
+
+
+def train_seq2seq(
+    model: nn.Module,
+    arrays: dict[str, np.ndarray],
+    *,
+    config,
+    seeds,
+    name: str = "seq2seq",
+    run_dir=None,
+    **train_kwargs,
+):
+    """Trains a seq2seq ``model`` on ``arrays`` (``source``, ``target_in``, ``target_out``
+    ``[N, ...]``) for every seed with ``attnjax.train.train``; returns its ``TrainResult``.
+
+    ``config`` is a train block plus ``label_smoothing`` (default 0) and
+    ``bucket_multiple`` (0: no length buckets; else each epoch groups similar target lengths
+    and trims padding to that multiple; vmapped seeds are padded to a common shape).
+    Tokens/s counts non-padding target tokens.
+    """
+    from attnjax.train.loop import make_batch_fn
+    from attnjax.train.trainer import train
+
+    n = len(arrays["source"])
+    batch_size = min(int(config["batch_size"]), n)
+    bucket = int(config.get("bucket_multiple", 0) or 0)
+    batch_fns: dict[int, Any] = {}
+
+    def batches(rngs, step):
+        if rngs.seed not in batch_fns:
+            batch_fns[rngs.seed] = make_batch_fn(
+                arrays, batch_size, rngs.int("data_order"),
+                bucket_by="target_out" if bucket else None, pad_to_multiple=bucket or 1)
+        return batch_fns[rngs.seed](step)
+
+    return train(
+        name=name, seeds=seeds, config=config,
+        init=lambda key: model.init(key, arrays["source"][:2], arrays["target_in"][:2])["params"],
+        loss_fn=seq2seq_loss_fn(model, label_smoothing=float(config.get("label_smoothing", 0.0))),
+        batches=batches, run_dir=run_dir,
+        tokens_in=lambda b: int((b["target_out"] != PAD_ID).sum()), **train_kwargs,
+    )
