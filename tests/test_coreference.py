@@ -350,19 +350,6 @@ def test_fading_memory_smoke_measures_every_model_on_every_task(tour_smoke):
     assert (workdir / "fading_memory.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_parallelism_smoke_times_both_layers_at_every_length(tour_smoke):
-    workdir, results = _results(tour_smoke, "parallelism")
-    assert [r["length"] for r in results["rows"]] == [8, 32]
-    for row in results["rows"]:
-        assert row["rnn"]["sequential_steps"] == row["length"]
-        assert row["attention"]["sequential_steps"] == 1
-        assert row["rnn"]["seconds"] > 0 and row["attention"]["seconds"] > 0
-        ratio = row["attention"]["seconds"] / row["rnn"]["seconds"]
-        assert ratio == pytest.approx(row["attention_over_rnn"])
-    assert set(results["fitted_exponent"]) == {"rnn", "attention"}
-    assert (workdir / "parallelism.png").read_bytes()[:4] == b"\x89PNG"
-
-
 def test_fit_classifier_stops_at_the_first_interval_reaching_the_accuracy():
     data = recall.recall_batch(0, 256, 6, num_keys=2, num_noise=3)
     model = tiny_transformer_classifier(vocab_size=recall.vocab_size(2, 3), classes=2)
