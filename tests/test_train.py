@@ -1,5 +1,6 @@
 """Training loop, checkpoint resume, losses, schedules and decoding."""
 
+import json
 import os
 import signal
 import subprocess
@@ -18,36 +19,68 @@ from tests.resume_job import copy_task
 
 def run_job(workdir, steps, delay=0.0):
     return subprocess.Popen(
-        [sys.executable, "-m", "tests.resume_job", str(workdir), str(steps), str(delay)],
+        [sys.executable, "-m", "tests.resume_job", "--config", "tests/resume_job.py",
+         "--workdir", str(workdir), f"--config.train.num_steps={steps}",
+         f"--config.step_delay={delay}"],
         cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "XLA_FLAGS": ""},
     )
 
 
-def test_run_killed_with_sigkill_resumes_to_identical_parameters(tmp_path):
-    steps = 40
-    killed = run_job(tmp_path / "killed", steps, delay=0.05)
-    # Wait until it has logged past a checkpoint (every 5 steps), then SIGKILL it.
-    for line in killed.stdout:
-        if line.strip().isdigit() and int(line) >= 15:
+def _interrupt_after(job, step, sig):
+    """Sends ``sig`` once the job has logged ``step`` (past a checkpoint every 5 steps)."""
+    for line in job.stdout:
+        if line.strip().isdigit() and int(line) >= step:
             break
-    killed.send_signal(signal.SIGKILL)
-    killed.wait()
-    assert killed.returncode == -signal.SIGKILL
-    assert not (tmp_path / "killed" / "final.npz").exists()
-    resumed = run_job(tmp_path / "killed", steps)
+    job.send_signal(sig)
+    out, _ = job.communicate(timeout=120)
+    return out
+
+
+def _train_steps(folder):
+    """``(seed, step)`` of every training record of ``folder/metrics.jsonl``, sorted."""
+    records = [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()]
+    return sorted((r["seed"], r["step"]) for r in records if r.get("split") == "train")
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("straight")
+    job = run_job(workdir, 40)
+    log, _ = job.communicate(timeout=300)
+    assert job.returncode == 0, log
+    return workdir
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill-9", "ctrl-c"])
+def test_interrupted_run_resumes_to_identical_parameters_and_complete_metrics(
+        tmp_path, straight_run, sig):
+    out = _interrupt_after(run_job(tmp_path, 40, delay=0.05), 15, sig)
+    assert not (tmp_path / "final.npz").exists()
+    if sig == signal.SIGINT:
+        # Ctrl-C: a clean stop, no traceback, no orbax error, no half-written checkpoint.
+        assert "stopped at step" in out and "rerun the same command to resume" in out, out
+        assert "Traceback" not in out and "cannot schedule new futures" not in out, out
+        assert not list((tmp_path / "checkpoints").rglob("*.orbax-checkpoint-tmp*"))
+    resumed = run_job(tmp_path, 40)
     log, _ = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, log
-    first_logged = int(log.split()[0])
-    assert first_logged > 5, f"the restarted run began from scratch:\n{log}"
-    straight = run_job(tmp_path / "straight", steps)
-    log, _ = straight.communicate(timeout=300)
-    assert straight.returncode == 0, log
-    a = np.load(tmp_path / "killed" / "final.npz")
-    b = np.load(tmp_path / "straight" / "final.npz")
+    logged = [int(w) for w in log.split() if w.isdigit()]
+    assert logged and logged[0] > 5, f"the restarted run began from scratch:\n{log}"
+    a = np.load(tmp_path / "final.npz")
+    b = np.load(straight_run / "final.npz")
     assert len(a.files) == len(b.files) > 0
     for name in a.files:
         np.testing.assert_array_equal(a[name], b[name])
+    # metrics.jsonl: every (seed, step) logged exactly once, as in the uninterrupted run.
+    expected = sorted((seed, s) for seed in (0, 1) for s in range(5, 41, 5))
+    assert _train_steps(tmp_path) == _train_steps(straight_run) == expected
+    # Rerunning the finished run changes nothing and does not crash.
+    again = run_job(tmp_path, 40)
+    log, _ = again.communicate(timeout=300)
+    assert again.returncode == 0, log
+    assert _train_steps(tmp_path) == expected
 
 
 def test_epoch_batches_visit_every_example_once_and_depend_only_on_step():
