@@ -89,10 +89,15 @@ def run_one(spec: Experiment, variant: str, run_dir: experiment.RunDir) -> dict:
         (run_dir.path / "error.txt").write_text(error)
         row.update(status="error", error=error, measured="", verdict="crashed", figures=[])
     else:
+        headline = list(results.get("headline") or list(results["metrics"])[:1])
         row.update(
             status="ok",
             measured=results["measured"],
             verdict=results["verdict"],
+            rule=results["rule"],
+            seeds=list(results["seeds"]),
+            headline={k: results["metrics"][k] for k in headline if k in results["metrics"]},
+            published=list(results.get("published") or []),
             figures=list(results.get("figures", [])),
             pages=list(results.get("pages", [])),  # interactive HTML, linked from the report
         )
@@ -109,6 +114,31 @@ def _verdict_cell(verdict: str) -> str:
     # Bold the verdict class ("claim holds", "mixed", ...) and keep the reasons plain.
     head, sep, reasons = verdict.partition(":")
     return f"**{_cell(head)}**{sep} {_cell(reasons)}" if sep else f"**{_cell(head)}**"
+
+
+def _number(x) -> str:
+    return f"{x:.3g}" if isinstance(x, float) else str(x)
+
+
+def _headline_cell(row: dict) -> str:
+    """``name mean [lo, hi]`` per headline metric, and how many seeds (or items)."""
+    parts = []
+    for name, m in (row.get("headline") or {}).items():
+        lo, hi = m["ci95"]
+        parts.append(f"{name} {_number(m['mean'])} [{_number(lo)}, {_number(hi)}]")
+    seeds = row.get("seeds")
+    if seeds:
+        parts.append(f"{len(seeds)} seeds")
+    elif row.get("headline"):
+        n = next(iter(row["headline"].values())).get("n")
+        parts.append(f"over {n} items" if n else "no seeds")
+    return _cell("; ".join(parts)) or "-"
+
+
+def _published_cell(row: dict) -> str:
+    parts = [f"{p.get('source', '?')}: {_number(p.get('value'))} (ours {_number(p.get('ours'))})"
+             for p in row.get("published") or []]
+    return _cell("; ".join(parts)) or "-"
 
 
 def render_report(rows: list[dict], env: dict[str, str], smoke: bool, started: str) -> str:
@@ -129,8 +159,9 @@ def render_report(rows: list[dict], env: dict[str, str], smoke: bool, started: s
         "",
         "## Claims",
         "",
-        "| claim | experiment | measured | verdict | figures |",
-        "| --- | --- | --- | --- | --- |",
+        "| claim | experiment | rule (pre-registered) | headline: mean [95% CI] | published "
+        "| verdict | figures |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in rows:
         experiment_cell = (
@@ -140,9 +171,13 @@ def render_report(rows: list[dict], env: dict[str, str], smoke: bool, started: s
                             for f in [*row["figures"], *row.get("pages", [])]) or "-"
         verdict = "**crashed**" if row["status"] == "error" else _verdict_cell(row["verdict"])
         lines.append(
-            f"| {_cell(row['claim'])} | {experiment_cell} | {_cell(row['measured']) or '-'} "
-            f"| {verdict} | {figures} |"
+            f"| {_cell(row['claim'])} | {experiment_cell} | {_cell(row.get('rule', '')) or '-'} "
+            f"| {_headline_cell(row)} | {_published_cell(row)} | {verdict} | {figures} |"
         )
+    measured = [row for row in rows if row.get("measured")]
+    if measured:
+        lines += ["", "## Measured", ""]
+        lines += [f"- **{row['name']}**: {_cell(row['measured'])}" for row in measured]
     figure_rows = [row for row in rows if row["figures"]]
     if figure_rows:
         lines += ["", "## Figures"]

@@ -3,6 +3,7 @@
 import json
 import math
 import re
+import subprocess
 import sys
 
 import jax
@@ -59,13 +60,30 @@ def config_file(tmp_path):
     return str(path)
 
 
-def test_load_config_default_is_the_tour_variant():
-    default = experiment.load_config("configs/sqrt_dk.py")
-    tour_variant = experiment.load_config("configs/sqrt_dk.py:tour")
-    smoke = experiment.load_config(SMOKE)
-    assert default.to_dict() == tour_variant.to_dict()
-    assert tuple(default.head_dims) == (4, 16, 64, 256, 1024)
-    assert smoke.num_seeds < default.num_seeds
+@pytest.mark.parametrize("name", list(REGISTRY))
+def test_every_config_has_tour_and_smoke_variants_with_the_protocol_seed_counts(name):
+    module = experiment._import_file(experiment._resolve_config_path(f"configs/{name}.py"))
+    assert {"tour", "smoke"} <= set(module.VARIANTS)
+    default, tour_variant, smoke = (
+        experiment.load_config(f"configs/{name}.py" + suffix) for suffix in ("", ":tour", ":smoke"))
+    if smoke.get("seeds"):  # a trained experiment: >= 5 / >= 3 / 2 seeds
+        assert len(default.seeds) >= 5 and len(tour_variant.seeds) >= 3
+        assert len(smoke.seeds) == 2
+
+
+def test_configs_load_by_module_name_too():
+    by_path = experiment.load_config("configs/sqrt_dk.py:smoke")
+    assert experiment.load_config("configs.sqrt_dk:smoke").to_dict() == by_path.to_dict()
+
+
+def test_help_lists_the_variants_and_fields_of_the_config():
+    out = subprocess.run([sys.executable, "-m", "experiments.induction", "--help"],
+                         cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "variants (configs/induction.py:VARIANT):" in out.stdout
+    assert "tour" in out.stdout and "smoke" in out.stdout
+    assert "fields (--config.FIELD=VALUE; default variant):" in out.stdout
+    assert "  train.num_steps = " in out.stdout and "  seeds = " in out.stdout
 
 
 def test_load_config_passes_the_variant_to_get_config(config_file):
@@ -75,7 +93,7 @@ def test_load_config_passes_the_variant_to_get_config(config_file):
 
 def test_load_config_finds_paths_relative_to_the_repo_root(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert experiment.load_config(SMOKE).num_seeds == 2
+    assert len(experiment.load_config(SMOKE).seeds) == 2
 
 
 def test_load_config_missing_file_names_where_it_looked(tmp_path, monkeypatch):
@@ -174,9 +192,9 @@ def test_run_dir_writes_strict_json(tmp_path):
     lines = [json.loads(line) for line in run.metrics_path.read_text().splitlines()]
     assert lines == [{"step": 1, "loss": 0.25, "grad": [1.0, 2.0]}, {"step": 2, "loss": None}]
     assert json.loads(run.results_path.read_text()) == {"value": None}
-    # Reusing an explicit workdir restarts its metrics instead of mixing two runs.
+    # Reopening an explicit workdir keeps its history (a resumed trainer trims it).
     experiment.RunDir.create("demo", workdir=tmp_path / "run")
-    assert not run.metrics_path.exists()
+    assert len(run.records()) == 2
 
 
 # --------------------------------------------------------------------------- tour and CLI
@@ -188,13 +206,24 @@ def test_tour_smoke_writes_a_report_with_a_sqrt_dk_row(tour_smoke):
     report = (tmp_path / "REPORT.md").read_text()
     assert report.startswith("# attnjax tour")
     assert "## Environment" in report and f"| {jax.__version__} / " in report
-    assert "| claim | experiment | measured | verdict | figures |" in report
-    (row,) = [line for line in report.splitlines() if line.startswith("| without the 1/sqrt")]
-    assert "[`sqrt_dk`](sqrt_dk/)" in row and "At d_k=1024" in row
-    assert re.search(r"\*\*(claim holds|claim does not hold|mixed)\*\*", row)
-    assert "[sqrt_dk.png](sqrt_dk/sqrt_dk.png)" in row
-    assert (tmp_path / "sqrt_dk" / "sqrt_dk.png").is_file()
-    assert (tmp_path / "sqrt_dk" / "results.json").is_file()
+    assert ("| claim | experiment | rule (pre-registered) | headline: mean [95% CI] | "
+            "published | verdict | figures |") in report
+    results = json.loads((tmp_path / "results.json").read_text())["experiments"]
+    assert [r["name"] for r in results] == list(REGISTRY)
+    lines = report.splitlines()
+    for entry in results:
+        (row,) = [line for line in lines if line.startswith(f"| {entry['claim'][:40]}")]
+        assert f"[`{entry['name']}`]({entry['name']}/)" in row
+        assert re.search(r"\*\*(claim holds|claim does not hold|mixed)", row), row
+        own = json.loads((tmp_path / entry["name"] / "results.json").read_text())
+        # Every experiment states its rule; trained ones ran the smoke variant's 2 seeds.
+        assert own["rule"] and " ".join(own["rule"].split())[:30] in " ".join(row.split())
+        assert own["seeds"] == [] or len(own["seeds"]) == 2, entry["name"]
+        if own["seeds"]:
+            assert "2 seeds" in row and "of 2 seeds" in own["verdict"], entry["name"]
+        for figure in own.get("figures", []):
+            assert f"({entry['name']}/{figure})" in row
+            assert (tmp_path / entry["name"] / figure).is_file()
 
 
 def test_tour_reports_a_crashing_experiment_and_exits_nonzero(tmp_path, monkeypatch):
