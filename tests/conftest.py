@@ -50,8 +50,11 @@ def pytest_collection_modifyitems(config, items):
     """Groups for ``pytest -n 2 --dist loadgroup`` (pytest-xdist): every test that reads the
     shared ``tour_smoke`` run goes to one worker, so the tour runs once; the other tests
     are grouped by file, so module fixtures are built once. Without xdist the markers are
-    inert."""
+    inert. Tests reading the smoke tour are also marked ``slow`` (``-m "not slow"`` is the
+    fast tier)."""
     for item in items:
         tour = "tour_smoke" in getattr(item, "fixturenames", ())
         group = "tour" if tour else item.module.__name__
         item.add_marker(pytest.mark.xdist_group(group))
+        if tour:  # the shared smoke tour trains every experiment: not in the fast tier
+            item.add_marker(pytest.mark.slow)

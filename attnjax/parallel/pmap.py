@@ -60,7 +60,8 @@ def pmap_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation, *,
     """``step(replicated_state, sharded_batch, base_key) -> (replicated_state, metrics)``,
     ``pmap``-ed over the local devices; metrics are replicated (take ``[0]``).
 
-    Use with ``replicate(state)`` and ``shard_batch(batch)``.
+    Use with ``replicate(state)`` and ``shard_batch(batch)``. The step donates its state
+    argument (as ``train.make_train_step`` does): the replicated state passed in is deleted.
     """
 
     def step(state: TrainState, batch: Batch, base_key: jax.Array):

@@ -115,7 +115,8 @@ def sharded_step_function(loss_fn: LossFn, optimizer: optax.GradientTransformati
                           ) -> tuple[Any, Callable]:
     """``(state shardings, jitted step)``: the step of ``sharded_train_step`` before any
     placement or checks, for ``.lower(...)`` with ``jax.ShapeDtypeStruct`` arguments (e.g.
-    to read its memory and communication with ``attnjax.parallel.measure``)."""
+    to read its memory and communication with ``attnjax.parallel.measure``). The step
+    donates its state argument (as ``train.make_train_step`` does)."""
     shardings = state_shardings(state, mesh, fsdp=fsdp)
     compiled = jax.jit(make_train_step(loss_fn, optimizer, jit=False),
                        in_shardings=(shardings, batch_sharding(mesh), NamedSharding(mesh, P())),
