@@ -1,16 +1,19 @@
-"""Shared experiment plumbing: config files, run directories and the script entry point.
+"""Shared experiment plumbing: config files, run directories, the results contract, the
+verdict helpers and the script entry point.
 
-An experiment is a module with a ``run(config, run_dir) -> results`` function and a config
-file ``configs/<name>.py`` whose ``get_config(arg=None)`` returns an
-``ml_collections.ConfigDict`` (``arg`` picks a variant, e.g. ``"smoke"``). This module turns
-that into a command line::
+An experiment is a module with a ``run(config, run_dir) -> results`` function (``measure``
+then ``verdict``, see ``experiments/__init__.py``) and a config file ``configs/<name>.py``
+whose ``get_config(arg=None)`` returns an ``ml_collections.ConfigDict`` (``arg`` picks a
+variant, e.g. ``"smoke"``). This module turns that into a command line::
 
     python -m experiments.NAME [--config configs/NAME.py[:variant]] [--config.FIELD=VALUE ...]
                                [--workdir DIR]
 
 and writes ``runs/NAME/<YYYYmmdd-HHMMSS>/`` with ``config.json`` (the resolved config),
-``metrics.jsonl`` (one JSON object per line), ``results.json`` (the numbers plus ``claim``,
-``measured`` and ``verdict``) and the figures the run declares.
+``metrics.jsonl`` (one JSON object per line, appended across resumes), ``results.json`` (the
+numbers plus ``claim``, ``rule``, ``measured``, ``verdict``, ``seeds`` and ``metrics``; see
+``check_results``) and the figures the run declares. Rerunning the same command resumes an
+unfinished run of the same config (``RunDir.create``); Ctrl-C stops cleanly.
 """
 
 from __future__ import annotations

@@ -2,12 +2,21 @@
 
 An experiment ``NAME`` is
 
-* ``experiments/NAME.py`` with ``run(config, run_dir) -> results`` (see ``attnjax.experiment``)
-  and a two-line ``__main__`` calling ``attnjax.experiment.main``;
-* ``configs/NAME.py`` with ``get_config(arg=None)``: the default is the full measurement the
-  tour runs, ``"smoke"`` a tiny variant that runs in seconds in tests;
+* ``experiments/NAME.py`` with ``measure(config, run_dir) -> numbers``, ``verdict(numbers,
+  config)`` (a pure function of the numbers and the config's pre-registered rule), optional
+  plots, and ``run(config, run_dir) -> results`` joining them (``attnjax.experiment``), plus a
+  two-line ``__main__`` calling ``attnjax.experiment.main``. It trains with the one trainer
+  (``attnjax.train.train``: seeds as a vmapped axis), measures with ``attnjax.bench``, counts
+  FLOPs with ``attnjax.cost``, and never imports another experiment;
+* ``configs/NAME.py`` with ``get_config(arg=None)`` built from ``configs/common.py``: the
+  default is the full measurement (>= 5 seeds), ``"tour"`` what the tour runs (>= 3 seeds),
+  ``"smoke"`` a tiny variant for the tests (2 seeds);
 * an entry in ``REGISTRY`` below, which is what ``attnjax list``, ``attnjax run NAME`` and
   ``python -m experiments.tour`` read.
+
+``results.json`` follows the contract of ``shared/docs/protocol.md`` (``claim``, ``rule``,
+``verdict``, ``measured``, ``seeds``, ``metrics`` with per-seed values, mean and a bootstrap
+95% interval, ``published``), checked by ``attnjax.experiment.check_results``.
 
 This package lives in the repository checkout, not in the installed ``attnjax`` wheel:
 the experiments are the measurements, the package is the library they measure.

@@ -259,3 +259,24 @@ def test_cli_finds_the_experiments_of_the_checkout():
     assert str(REPO_ROOT) in sys.path
 
 
+
+
+def test_no_experiment_imports_another_experiment():
+    """Shared code lives in attnjax/; an experiment imports only the registry."""
+    import ast
+
+    names = set(REGISTRY) | {"tour", "_minilm"}
+    for path in sorted((REPO_ROOT / "experiments").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                modules = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                modules = [a.name for a in node.names]
+            else:
+                continue
+            for module in modules:
+                parts = module.split(".")
+                if parts[0] == "experiments" and len(parts) > 1 and parts[1] in names:
+                    allowed = path.stem == "tour" or (parts[1] == "_minilm")
+                    assert allowed, f"{path.name} imports {module}"
