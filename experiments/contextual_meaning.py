@@ -4,158 +4,229 @@ For each polysemous word of ``attnjax.data.english.POLYSEMY`` (bank, bat, spring
 bark, mouse, plant, match), several sentences use it in each of two senses. The real
 all-MiniLM-L6-v2 (6 layers, 12 heads) encodes them; the word's vector (the mean of its word
 pieces) is read after the embedding layer (layer 0: word + position + segment embedding,
-identical across contexts up to position) and after each of the 6 attention layers.
-Per layer and word:
+the same word vector in every context up to position) and after each of the 6 attention
+layers.
 
-* cosine similarity of the word's vectors between sentences of the same sense and between
-  sentences of different senses, and their gap;
-* leave-one-out nearest-centroid accuracy of telling the two senses apart.
+The control has context but no attention: the static input embeddings (layer 0) of the
+word and of the ``control_window`` word pieces on each side of it, averaged (special tokens
+left out). Bag-of-neighbours vectors like it already tell "bank" by "river" from "bank" by
+"money"; the claim that *attention* makes the difference needs the model to separate the
+senses better than that.
 
-The claim holds if the vectors start alike (small gap at layer 0) and separate by sense
-after the attention layers (positive gap for every word, high sense accuracy).
+Per occurrence of a word (the items; no seeds, a pretrained model), in each representation:
+
+* the silhouette of the occurrence among the word's occurrences (Rousseeuw 1987), with
+  cosine distance: ``(b - a) / max(a, b)``, ``a`` the mean distance to the same sense's
+  other occurrences, ``b`` to the other sense's; scale-free, so spaces compare;
+* leave-one-out nearest-centroid sense accuracy (correct or not).
 
     python -m experiments.contextual_meaning [--config configs/contextual_meaning.py[:smoke]]
 """
 
 from __future__ import annotations
 
-import itertools
-
 import ml_collections
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from attnjax import experiment
+from attnjax import experiment, stats
 from attnjax.data.english import POLYSEMY
 from experiments import REGISTRY, _minilm
 
 NAME = "contextual_meaning"
 CLAIM = REGISTRY[NAME].claim
+RULE = (
+    "Items: every occurrence of a polysemous word (no seeds; 95% intervals bootstrap over "
+    "occurrences). MiniLM is read at its last layer (fixed in advance, no layer selection); "
+    "the control averages the static input embeddings of the word and {control_window} word "
+    "pieces on each side. Two parts: (1) separation: MiniLM's leave-one-out nearest-centroid "
+    "sense accuracy, holds if the interval's lower end is above {min_sense_accuracy:.0%}; "
+    "(2) attention beyond the control: the paired difference of per-occurrence silhouettes "
+    "(cosine distance), MiniLM minus control, holds if the lower end is above 0. A part does "
+    "not hold if the lower end is at or below its threshold; the claim holds if both parts "
+    "hold, does not hold if both do not, mixed otherwise."
+)
 
 
-def _cosine(a: np.ndarray, b: np.ndarray) -> float:
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+def rule(config) -> str:
+    """The pre-registered rule with this config's thresholds."""
+    return RULE.format(control_window=config.control_window,
+                       min_sense_accuracy=config.min_sense_accuracy)
 
 
-def word_vectors(model, sentences: list[str], word: str) -> np.ndarray:
-    """``[L + 1, N, D]``: the word's vector (mean of its pieces) after every layer."""
+def occurrence_vectors(model, sentences: list[str], word: str, windows) -> dict:
+    """The word's vector in each sentence: ``"layers"`` ``[L + 1, N, D]`` (mean of its
+    pieces after the embedding layer and each attention layer) and, per window ``k`` of
+    ``windows``, ``"control_k"`` ``[N, D]``: the layer-0 vectors of its pieces and of ``k``
+    pieces on each side (inside ``[CLS] ... [SEP]``), averaged."""
     encoded = model.encode(sentences, attention=True)
-    vectors = []
+    layers = []
+    controls = {k: [] for k in windows}
     for i, pieces in enumerate(encoded.pieces):
-        positions = model.word_positions(pieces, word)
-        vectors.append(encoded.hidden_states[:, i, positions].mean(axis=1))
-    return np.stack(vectors, axis=1)
+        span = model.word_positions(pieces, word)
+        layers.append(encoded.hidden_states[:, i, span].mean(axis=1))
+        last_real = int(encoded.valid[i].sum()) - 2  # [SEP] is at last_real + 1
+        for k in windows:
+            window = np.arange(max(1, span[0] - k), min(last_real, span[-1] + k) + 1)
+            controls[k].append(encoded.hidden_states[0, i, window].mean(axis=0))
+    return {"layers": np.stack(layers, axis=1),
+            **{f"control_{k}": np.stack(v) for k, v in controls.items()}}
 
 
-def similarities(vectors: np.ndarray, senses: np.ndarray) -> dict:
-    """Per layer: mean same-sense and other-sense cosine, and LOO nearest-centroid accuracy."""
-    layers, n, _ = vectors.shape
-    same, other, accuracy = [], [], []
-    for layer in range(layers):
-        v = vectors[layer]
-        pairs = list(itertools.combinations(range(n), 2))
-        cos = {(i, j): _cosine(v[i], v[j]) for i, j in pairs}
-        same.append(float(np.mean([c for (i, j), c in cos.items() if senses[i] == senses[j]])))
-        other.append(float(np.mean([c for (i, j), c in cos.items() if senses[i] != senses[j]])))
-        correct = 0
-        for i in range(n):
-            rest = np.arange(n) != i
-            centroids = [v[rest & (senses == s)].mean(axis=0) for s in (0, 1)]
-            guess = int(np.argmax([_cosine(v[i], c) for c in centroids]))
-            correct += guess == senses[i]
-        accuracy.append(correct / n)
-    gap = [s - o for s, o in zip(same, other, strict=True)]
-    return {"same_sense": same, "other_sense": other, "gap": gap, "sense_accuracy": accuracy}
+def _cosine_distances(v: np.ndarray) -> np.ndarray:
+    unit = v / np.linalg.norm(v, axis=-1, keepdims=True)
+    return 1.0 - unit @ unit.T
 
 
-def run(config: ml_collections.ConfigDict, run_dir: experiment.RunDir) -> dict:
+def silhouettes(vectors: np.ndarray, senses: np.ndarray) -> np.ndarray:
+    """``[N]`` silhouette of each occurrence (cosine distance, two senses, each with at
+    least two occurrences): ``(b - a) / max(a, b)``."""
+    distances = _cosine_distances(vectors)
+    same = senses[:, None] == senses[None, :]
+    off_diagonal = ~np.eye(len(senses), dtype=bool)
+    a = (distances * (same & off_diagonal)).sum(1) / (same & off_diagonal).sum(1)
+    b = (distances * ~same).sum(1) / (~same).sum(1)
+    return (b - a) / np.maximum(np.maximum(a, b), 1e-12)
+
+
+def loo_sense_correct(vectors: np.ndarray, senses: np.ndarray) -> np.ndarray:
+    """``[N]`` whether each occurrence is nearer (cosine) to the centroid of its own sense's
+    other occurrences than to the other sense's centroid."""
+    correct = np.zeros(len(senses), bool)
+    unit = vectors / np.linalg.norm(vectors, axis=-1, keepdims=True)
+    for i in range(len(senses)):
+        rest = np.arange(len(senses)) != i
+        centroids = np.stack([vectors[rest & (senses == s)].mean(axis=0) for s in (0, 1)])
+        centroids /= np.linalg.norm(centroids, axis=-1, keepdims=True)
+        correct[i] = int(np.argmax(centroids @ unit[i])) == senses[i]
+    return correct
+
+
+def measure(config: ml_collections.ConfigDict, run_dir: experiment.RunDir) -> dict:
     model = _minilm.load(config)
     pairs = [p for p in POLYSEMY if not config.words or p[0].word in config.words]
-    per_word = {}
+    windows = sorted({config.control_window, *config.control_windows})
+    k = config.sentences_per_sense or None
+    per_item = {"silhouette": {}, "correct": {}}
+    words, item_word = [], []
     for first, second in pairs:
-        k = config.sentences_per_sense or None
         sentences = list(first.sentences[:k]) + list(second.sentences[:k])
         senses = np.array([0] * len(first.sentences[:k]) + [1] * len(second.sentences[:k]))
-        vectors = word_vectors(model, sentences, first.word)
-        stats = similarities(vectors, senses)
-        per_word[first.word] = {"senses": [first.sense, second.sense], **stats}
-        run_dir.log({"word": first.word, **stats})
-    layers = len(next(iter(per_word.values()))["gap"])
-    mean = {key: [float(np.mean([w[key][layer] for w in per_word.values()]))
-                  for layer in range(layers)]
-            for key in ("same_sense", "other_sense", "gap", "sense_accuracy")}
-    results = {"model": str(model.path), "words": per_word, "mean": mean,
-               "figures": [plot(per_word, mean, run_dir)]}
-    results.update(verdict_of(per_word, mean, config))
-    print(table(per_word, mean))
-    return results
+        vectors = occurrence_vectors(model, sentences, first.word, windows)
+        spaces = {f"layer_{i}": v for i, v in enumerate(vectors["layers"])}
+        spaces.update({name: v for name, v in vectors.items() if name != "layers"})
+        for name, v in spaces.items():
+            per_item["silhouette"].setdefault(name, []).extend(silhouettes(v, senses))
+            per_item["correct"].setdefault(name, []).extend(loo_sense_correct(v, senses))
+        words.append({"word": first.word, "senses": [first.sense, second.sense],
+                      "occurrences": len(sentences)})
+        item_word += [first.word] * len(sentences)
+        run_dir.log({"word": first.word, **{
+            f"silhouette_{name}": float(np.mean(silhouettes(v, senses)))
+            for name, v in spaces.items()}})
+    per_item = {key: {name: np.asarray(v, np.float64) for name, v in d.items()}
+                for key, d in per_item.items()}
+    last = f"layer_{model.config.num_layers}"
+    control = f"control_{config.control_window}"
+    s, c = per_item["silhouette"], per_item["correct"]
+    metrics = {
+        "sense_accuracy_minilm": stats.item_summary(c[last]),
+        "sense_accuracy_control": stats.item_summary(c[control]),
+        "sense_accuracy_layer0": stats.item_summary(c["layer_0"]),
+        "silhouette_minilm": stats.item_summary(s[last]),
+        "silhouette_control": stats.item_summary(s[control]),
+        "silhouette_layer0": stats.item_summary(s["layer_0"]),
+        "silhouette_minilm_minus_control": _minilm.paired_summary(s[last], s[control]),
+        "sense_accuracy_minilm_minus_control": _minilm.paired_summary(c[last], c[control]),
+    }
+    by_space = {name: {"silhouette": stats.item_summary(s[name]),
+                       "sense_accuracy": stats.item_summary(c[name])} for name in s}
+    return {"model": str(model.path), "words": words, "occurrences": len(item_word),
+            "num_layers": model.config.num_layers, "control_windows": windows,
+            "item_word": item_word,
+            "per_item": {key: {n: v.tolist() for n, v in d.items()} for key, d in per_item.items()},
+            "by_space": by_space, "metrics": metrics}
 
 
-def verdict_of(per_word: dict, mean: dict, config) -> dict:
-    last = len(mean["gap"]) - 1
-    separated = [w for w, s in per_word.items() if s["gap"][last] > 0]
-    best_layer = int(np.argmax(mean["gap"]))
+def verdict(numbers: dict, config) -> dict:
+    m = numbers["metrics"]
+    parts = {
+        "separation": _minilm.interval_verdict(m["sense_accuracy_minilm"],
+                                               config.min_sense_accuracy),
+        "beyond_control": _minilm.interval_verdict(m["silhouette_minilm_minus_control"], 0.0),
+    }
+    cls = experiment.combine_verdicts(parts)
+    fmt = stats.format_summary
+    last, k = numbers["num_layers"], config.control_window
     measured = (
-        f"{len(per_word)} words x 2 senses, all-MiniLM-L6-v2: same-sense vs other-sense cosine "
-        f"of the word's vector {mean['same_sense'][0]:.3f} vs {mean['other_sense'][0]:.3f} at "
-        f"the embedding layer (gap {mean['gap'][0]:+.3f}), {mean['same_sense'][last]:.3f} vs "
-        f"{mean['other_sense'][last]:.3f} after layer {last} (gap {mean['gap'][last]:+.3f}; "
-        f"largest gap {mean['gap'][best_layer]:+.3f} at layer {best_layer}); sense accuracy "
-        f"(leave-one-out nearest centroid) {mean['sense_accuracy'][0]:.0%} -> "
-        f"{mean['sense_accuracy'][last]:.0%}; gap > 0 at the last layer for "
-        f"{len(separated)}/{len(per_word)} words"
+        f"{numbers['occurrences']} occurrences of {len(numbers['words'])} two-sense words, "
+        f"all-MiniLM-L6-v2 [95% interval over occurrences]: sense accuracy (leave-one-out "
+        f"nearest centroid) {fmt(m['sense_accuracy_layer0'], percent=True)} at the embedding "
+        f"layer, {fmt(m['sense_accuracy_minilm'], percent=True)} after layer {last}, "
+        f"{fmt(m['sense_accuracy_control'], percent=True)} for the no-attention control "
+        f"(static embeddings averaged over +-{k} pieces); silhouette "
+        f"{fmt(m['silhouette_layer0'], '.2f')} / {fmt(m['silhouette_minilm'], '.2f')} / "
+        f"{fmt(m['silhouette_control'], '.2f')}, MiniLM minus control "
+        f"{fmt(m['silhouette_minilm_minus_control'], '+.2f')}"
     )
-    static = abs(mean["gap"][0]) < config.static_gap
-    contextual = (len(separated) == len(per_word)
-                  and mean["sense_accuracy"][last] >= config.min_sense_accuracy)
-    if static and contextual:
-        verdict = ("claim holds: the same word starts with (almost) the same vector and the "
-                   "attention layers pull its occurrences apart by sense")
-    elif contextual or len(separated) > len(per_word) / 2:
-        verdict = ("mixed: the vectors separate by sense for most words, but "
-                   + ("not for all, or not reliably enough to classify"
-                      if not contextual else "they already differ at the embedding layer"))
-    else:
-        verdict = "claim does not hold: the word's vectors do not separate by sense"
-    return {"claim": CLAIM, "measured": measured, "verdict": verdict}
+    reasons = (
+        f"sense accuracy after layer {last} {fmt(m['sense_accuracy_minilm'], percent=True)} vs "
+        f"the {config.min_sense_accuracy:.0%} bar ({parts['separation']}); silhouette MiniLM "
+        f"minus the +-{k}-piece static-embedding average "
+        f"{fmt(m['silhouette_minilm_minus_control'], '+.2f')} ({parts['beyond_control']}) "
+        f"(intervals over occurrences; no seeds, a pretrained model)"
+    )
+    return {"verdict": f"{cls}: {reasons}", "measured": measured}
 
 
-def plot(per_word: dict, mean: dict, run_dir: experiment.RunDir) -> str:
+def plot(numbers: dict, config, run_dir: experiment.RunDir) -> list[str]:
     figure = Figure(figsize=(11, 4.2))
     FigureCanvasAgg(figure)
-    left, right = figure.subplots(1, 2)
-    layers = np.arange(len(mean["gap"]))
-    for word, stats in per_word.items():
-        left.plot(layers, stats["gap"], lw=1, alpha=0.6, label=word)
-    left.plot(layers, mean["gap"], "k-o", lw=2, label="mean")
-    left.axhline(0, color="gray", lw=0.8)
-    left.set(xlabel="layer (0 = embeddings)", ylabel="cosine: same sense - other sense",
-             title="how far the two senses of a word drift apart")
-    left.legend(fontsize=7, ncol=2)
-    right.plot(layers, mean["same_sense"], "-o", label="same sense")
-    right.plot(layers, mean["other_sense"], "-o", label="other sense")
-    right2 = right.twinx()
-    right2.plot(layers, mean["sense_accuracy"], "k--", label="sense accuracy (LOO)")
-    right2.set_ylim(0, 1.05)
-    right.set(xlabel="layer", ylabel="mean cosine between occurrences",
-              title="all-MiniLM-L6-v2, mean over words")
-    right.legend(loc="lower left", fontsize=8)
-    right2.legend(loc="lower right", fontsize=8)
+    axes = figure.subplots(1, 2)
+    layers = np.arange(numbers["num_layers"] + 1)
+    for ax, key, label in zip(axes, ("silhouette", "sense_accuracy"),
+                              ("silhouette (cosine distance)", "sense accuracy (LOO)"),
+                              strict=True):
+        records = [numbers["by_space"][f"layer_{i}"][key] for i in layers]
+        means = np.array([r["mean"] for r in records])
+        lo, hi = np.array([r["ci95"] for r in records]).T
+        ax.plot(layers, means, "k-o", label="all-MiniLM-L6-v2")
+        ax.fill_between(layers, lo, hi, color="k", alpha=0.15)
+        for k in numbers["control_windows"]:
+            r = numbers["by_space"][f"control_{k}"][key]
+            style = "-" if k == config.control_window else ":"
+            ax.axhline(r["mean"], ls=style, lw=1.2 if style == "-" else 0.8,
+                       color=f"C{numbers['control_windows'].index(k)}",
+                       label=(f"control +-{k} pieces" if k < 100 else "control: whole sentence")
+                       + (" (rule)" if style == "-" else ""))
+        ax.set(xlabel="layer (0 = static input embeddings)", ylabel=label)
+        ax.legend(fontsize=7)
+    axes[0].set_title("do a word's occurrences cluster by sense? (95% interval)")
+    axes[1].set_title("lines: static embeddings averaged over a window")
     figure.tight_layout()
     path = run_dir.figure_path("contextual_meaning")
     figure.savefig(path, dpi=100)
-    return path.name
+    return [path.name]
 
 
-def table(per_word: dict, mean: dict) -> str:
-    layers = len(mean["gap"])
-    lines = ["gap (same - other sense cosine) by layer; last column: sense accuracy at the end",
-             f"{'word':<8}" + "".join(f"{f'L{i}':>8}" for i in range(layers)) + f"{'acc':>6}"]
-    for word, s in [*per_word.items(), ("mean", mean)]:
-        lines.append(f"{word:<8}" + "".join(f"{g:>+8.3f}" for g in s["gap"])
-                     + f"{s['sense_accuracy'][-1]:>6.0%}")
+def table(numbers: dict) -> str:
+    lines = [f"{'representation':<16}{'silhouette':>24}{'sense accuracy':>28}"]
+    for name, r in numbers["by_space"].items():
+        lines.append(f"{name:<16}{stats.format_summary(r['silhouette'], '.3f'):>24}"
+                     f"{stats.format_summary(r['sense_accuracy'], percent=True):>28}")
     return "\n".join(lines)
+
+
+def run(config: ml_collections.ConfigDict, run_dir: experiment.RunDir) -> dict:
+    numbers = measure(config, run_dir)
+    print(table(numbers))
+    return {**numbers, "claim": CLAIM, "rule": rule(config), **verdict(numbers, config),
+            "seeds": [], "headline": ["silhouette_minilm_minus_control", "sense_accuracy_minilm",
+                                      "sense_accuracy_control"],
+            "published": [], "published_note": (
+                "none: the sentences are attnjax's own, so no paper reports this set"),
+            "figures": plot(numbers, config, run_dir)}
 
 
 if __name__ == "__main__":

@@ -1,0 +1,186 @@
+"""The pretrained-model experiments (contextual_meaning, pretrained_heads, retrieval): their
+known-answer pieces (BM25 and TF-IDF on three documents, reciprocal ranks, silhouettes,
+the held-out head choice and its label-swap null, the WSC reader) without the model, and
+one smoke run of each where all-MiniLM-L6-v2 is installed: the results contract, item
+intervals, and a verdict that recomputes from the stored numbers."""
+
+import math
+
+import numpy as np
+import pytest
+
+from attnjax import experiment, pretrained
+from attnjax.analysis import lexical
+from attnjax.data import wsc
+from experiments import _minilm, contextual_meaning, pretrained_heads, retrieval
+
+needs_minilm = pytest.mark.skipif(
+    not pretrained.minilm_available(),
+    reason=f"all-MiniLM-L6-v2 not installed ({pretrained.MINILM_INSTALL})",
+)
+MODULES = {"contextual_meaning": contextual_meaning, "pretrained_heads": pretrained_heads,
+           "retrieval": retrieval}
+DOCS = ["apple banana", "cherry cherry apple", "date"]
+
+
+def test_bm25_matches_robertson_zaragoza_by_hand():
+    scores = lexical.bm25_scores(["cherry", "apple", "fig"], DOCS, k1=1.2, b=0.75)
+    avgdl = (2 + 3 + 1) / 3
+    idf_cherry = math.log(1 + (3 - 1 + 0.5) / (1 + 0.5))
+    norm = 1.2 * (1 - 0.75 + 0.75 * 3 / avgdl)
+    np.testing.assert_allclose(scores[0], [0, idf_cherry * 2 * 2.2 / (2 + norm), 0],
+                               rtol=1e-12)
+    idf_apple = math.log(1 + (3 - 2 + 0.5) / (2 + 0.5))
+    want = [idf_apple * 2.2 / (1 + 1.2 * (1 - 0.75 + 0.75 * n / avgdl)) for n in (2, 3)]
+    np.testing.assert_allclose(scores[1, :2], want, rtol=1e-12)
+    assert scores[1, 2] == 0 and np.all(scores[2] == 0)  # an unseen word scores nothing
+
+
+def test_bm25_k1_zero_counts_presence_and_b_zero_ignores_length():
+    presence = lexical.bm25_scores(["cherry"], DOCS, k1=0.0, b=0.75)
+    np.testing.assert_allclose(presence[0, 1], math.log(1 + 2.5 / 1.5), rtol=1e-12)
+    flat = lexical.bm25_scores(["apple"], DOCS, k1=1.2, b=0.0)
+    assert flat[0, 0] == pytest.approx(flat[0, 1])  # same tf, different lengths
+    with pytest.raises(ValueError, match="k1 >= 0"):
+        lexical.bm25_scores(["apple"], DOCS, k1=1.2, b=1.5)
+
+
+def test_tfidf_rows_are_unit_and_cosine_follows_shared_words():
+    v = lexical.tfidf_vectors(["apple banana", "Apple, banana!", "date"])
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0)
+    assert v[0] @ v[1] == pytest.approx(1.0) and v[0] @ v[2] == 0.0
+
+
+def test_reciprocal_ranks_count_ties_against_the_gold_passage():
+    scores = np.array([[0.9, 0.1, 0.5], [0.0, 0.0, 0.0], [0.2, 0.7, 0.7]])
+    np.testing.assert_allclose(retrieval.reciprocal_ranks(scores, np.array([0, 1, 1])),
+                               [1.0, 1 / 3, 1 / 2])
+
+
+def test_silhouette_and_sense_accuracy_on_planted_clusters():
+    senses = np.array([0, 0, 1, 1])
+    separated = np.array([[1.0, 0.0], [1.0, 0.1], [0.0, 1.0], [0.1, 1.0]])
+    s = contextual_meaning.silhouettes(separated, senses)
+    assert np.all(s > 0.9)
+    assert contextual_meaning.loo_sense_correct(separated, senses).all()
+    # Labels that cut across the clusters: every occurrence is nearer the other "sense".
+    crossed = np.array([0, 1, 0, 1])
+    assert np.all(contextual_meaning.silhouettes(separated, crossed) < 0)
+    assert not contextual_meaning.loo_sense_correct(separated, crossed).any()
+    # By hand: a = distance to the same-sense partner, b = mean distance to the others.
+    d = 1 - (separated / np.linalg.norm(separated, axis=1, keepdims=True)) @ (
+        separated / np.linalg.norm(separated, axis=1, keepdims=True)).T
+    a, b = d[0, 1], d[0, 2:].mean()
+    assert s[0] == pytest.approx((b - a) / max(a, b))
+
+
+def test_interval_verdict_needs_the_lower_end_above_the_threshold():
+    assert _minilm.interval_verdict({"mean": 0.6, "ci95": [0.51, 0.7]}, 0.5) == "claim holds"
+    assert _minilm.interval_verdict({"mean": 0.6, "ci95": [0.5, 0.7]}, 0.5).startswith(
+        "claim does not hold")
+    paired = _minilm.paired_summary([1.0, 1.0, 0.5], [0.5, 0.5, 0.5])
+    assert paired["mean"] == pytest.approx(1 / 3) and paired["n"] == 3
+
+
+def _planted_heads(num_pairs=20, seed=0):
+    """Pronoun attention ``[N, L=2, H=3, 2]`` where head (1, 2) always favours the gold
+    candidate and the others favour the first candidate (blind to the flip)."""
+    rng = np.random.default_rng(seed)
+    answers = np.tile([0, 1], num_pairs)
+    pair_of = np.repeat(np.arange(num_pairs), 2)
+    on = rng.uniform(0.0, 0.1, (2 * num_pairs, 2, 3, 2))
+    on[..., 0] += 0.5
+    on[np.arange(2 * num_pairs), 1, 2, answers] = 0.9
+    on[np.arange(2 * num_pairs), 1, 2, 1 - answers] = 0.05
+    return on, answers, pair_of
+
+
+def test_held_out_choice_finds_a_planted_head_and_the_null_does_not():
+    on, answers, pair_of = _planted_heads()
+    accuracy = pretrained_heads.head_accuracy(on, answers)
+    assert accuracy[1, 2] == 1.0 and np.allclose(np.delete(accuracy.ravel(), 5), 0.5)
+    folds, correct = pretrained_heads.held_out_best_head(on, answers, pair_of)
+    assert [(f["layer"], f["head"]) for f in folds] == [(1, 2), (1, 2)] and correct.all()
+    null = pretrained_heads.null_held_out(on, answers, pair_of, draws=100, seed=0)
+    assert 0.35 < null.mean() < 0.65 and np.quantile(null, 0.95) < 1.0
+    np.testing.assert_allclose(pretrained_heads.per_pair(correct.astype(float), pair_of), 1.0)
+
+
+def test_wsc_missing_file_names_the_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere.xml.*shared/data/wsc"):
+        wsc.load_pairs(tmp_path / "nowhere.xml")
+
+
+@pytest.mark.skipif(not wsc.DEFAULT_PATH.is_file(), reason=f"{wsc.DEFAULT_PATH} not present")
+def test_wsc_twin_pairs_flip_their_answer_and_name_both_candidates():
+    pairs, info = wsc.load_pairs()
+    assert info["schemas"] == 285 and len(pairs) >= 120
+    assert len(pairs) * 2 + sum(info["dropped"].values()) == info["schemas"]
+    for pair in pairs:
+        assert sorted(pair.answers) == [0, 1]
+        for sentence in pair.sentences:
+            words = lexical.words(sentence)
+            assert pair.pronoun in words
+            assert all(lexical.words(c)[0] in words for c in pair.candidates)
+    assert pairs[1].candidates == ("trophy", "brown suitcase")
+
+
+@pytest.fixture(scope="module", params=sorted(MODULES))
+def smoke(request, tmp_path_factory):
+    if not pretrained.minilm_available():
+        pytest.skip(f"all-MiniLM-L6-v2 not installed ({pretrained.MINILM_INSTALL})")
+    name = request.param
+    config = experiment.load_config(f"configs/{name}.py:smoke")
+    run_dir = experiment.RunDir.create(name, tmp_path_factory.mktemp(name))
+    results = experiment.run_experiment(name, MODULES[name].run, config, run_dir)
+    return name, config, run_dir, experiment.to_json(results)
+
+
+@needs_minilm
+def test_smoke_results_keep_the_contract_for_a_pretrained_model(smoke):
+    name, config, run_dir, results = smoke
+    assert results["seeds"] == [] and results["claim"] and results["published"] == []
+    assert "{" not in results["rule"] and results["rule"] == MODULES[name].rule(config)
+    assert 1 <= len(results["headline"]) <= 3
+    for key in results["headline"]:
+        metric = results["metrics"][key]
+        lo, hi = metric["ci95"]
+        assert lo <= metric["mean"] <= hi and metric["n"] >= 4
+    for figure in results["figures"]:
+        assert (run_dir.path / figure).read_bytes()[:4] == b"\x89PNG"
+    assert run_dir.records()  # per-item records in metrics.jsonl
+
+
+@needs_minilm
+def test_smoke_verdict_recomputes_from_the_stored_numbers(smoke):
+    name, config, _, results = smoke
+    again = MODULES[name].verdict(results, config)
+    assert again["verdict"] == results["verdict"] and again["measured"] == results["measured"]
+    assert results["verdict"].startswith(experiment.VERDICTS)
+    # The intervals are over items, so flipping every item below the threshold flips the
+    # verdict's class to "does not hold".
+    head = results["headline"][0]
+    low = {**results, "metrics": {**results["metrics"],
+                                  head: {**results["metrics"][head], "mean": -1.0,
+                                         "ci95": [-1.0, -1.0]}}}
+    assert not MODULES[name].verdict(low, config)["verdict"].startswith("claim holds")
+
+
+@needs_minilm
+def test_smoke_item_counts_and_shapes(smoke):
+    name, config, _, results = smoke
+    if name == "retrieval":
+        assert results["queries"] == config.num_queries
+        assert all(len(v) == config.num_queries for v in results["reciprocal_ranks"].values())
+        assert results["metrics"]["rr_minilm_minus_bm25_all"]["n"] == config.num_queries
+    elif name == "contextual_meaning":
+        n = len(config.words) * 2 * config.sentences_per_sense
+        assert results["occurrences"] == n
+        assert {f"layer_{i}" for i in range(results["num_layers"] + 1)} <= set(
+            results["by_space"])
+        assert all(len(v) == n for v in results["per_item"]["silhouette"].values())
+    else:
+        assert results["pairs"] == config.num_pairs and results["sentences"] == 2 * config.num_pairs
+        assert np.array(results["head_accuracy"]).shape == (6, 12)
+        assert all(len(v) == config.num_pairs for v in results["per_pair"].values())
+        assert results["pages"] == ["head_view.html"]
