@@ -309,18 +309,6 @@ def test_sentiment_task_evidence_decides_the_label():
     np.testing.assert_array_equal(batch["label"], positive ^ negated)
 
 
-def test_explanation_smoke_run_reports_the_three_measurements(tour_smoke):
-    import json
-
-    tour_dir, _ = tour_smoke
-    results = json.loads((tour_dir / "explanation" / "results.json").read_text())
-    assert set(results["kendall_tau"]) == {"attention_vs_gradient", "attention_vs_leave_one_out",
-                                           "gradient_vs_leave_one_out"}
-    assert 0.0 <= results["adversarial"]["median_max_jsd"] <= np.log(2) + 1e-6
-    assert 0.0 <= results["permutation"]["median_abs_change"] <= 1.0
-    assert results["verdict"].startswith(("claim holds", "claim does not hold", "mixed"))
-
-
 def test_head_scores_with_a_layer_axis_and_padding_rows():
     w = np.zeros((2, 3, 1, 4, 4))  # [L, B, H, T, S]
     w[..., np.arange(4), np.arange(4)] = 1.0  # attend to self
