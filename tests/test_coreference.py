@@ -1,7 +1,6 @@
 """Step 3: coreference/agreement/recall data, the position classifier, the antecedent probe,
 input-gradient norms, terminal bars, and the coreference and fading_memory experiments."""
 
-import json
 
 import flax.linen as flax_nn
 import jax
@@ -313,41 +312,7 @@ def test_bars_render_the_seed_example_and_check_shapes():
         viz.attention_bars(["a", "b", "c"], np.ones(2))
 
 
-# --------------------------------------------------------------------------- experiments
-
-
-def _results(tour_smoke, name):
-    tour_dir, _ = tour_smoke
-    return tour_dir / name, json.loads((tour_dir / name / "results.json").read_text())
-
-
-def test_coreference_smoke_reports_accuracy_probe_baselines_and_seed_bars(tour_smoke):
-    workdir, results = _results(tour_smoke, "coreference")
-    assert set(results["accuracy_by_filler_tokens"]) == {"0", "12"}
-    probe = np.array(results["probe_accuracy_per_layer_head"])
-    assert probe.shape == (1, 2) and ((0 <= probe) & (probe <= 1)).all()
-    assert set(results["baselines"]) == {"nearest_candidate", "first_candidate", "random"}
-    texts = [s["text"] for s in results["seed_sentences"]]
-    assert texts == list(coreference.SEED_SENTENCES)
-    trophy = results["seed_sentences"][0]
-    assert trophy["gold_antecedent"] == "trophy" and "trophy " in trophy["bars"]
-    assert set(trophy["attention_from_pronoun"]) == {"trophy", "suitcase"}
-    assert (workdir / results["figures"][0]).read_bytes()[:4] == b"\x89PNG"
-    assert results["verdict"].split(":")[0] in ("claim holds", "mixed", "claim does not hold")
-
-
-def test_fading_memory_smoke_measures_every_model_on_every_task(tour_smoke):
-    workdir, results = _results(tour_smoke, "fading_memory")
-    models = {"transformer", "lstm"}
-    assert set(results["coreference"]) == set(results["recall"]) == models
-    assert set(results["gradients"]) == models
-    for name in models:
-        grads = results["gradients"][name]
-        assert len(grads["init"]) == len(grads["trained"]) == 12  # distances 0..L-1
-        assert all(g >= 0 for g in grads["init"])
-    counts = results["num_params"]  # matched within a few percent
-    assert abs(counts["lstm"] - counts["transformer"]) / counts["transformer"] < 0.05
-    assert (workdir / "fading_memory.png").read_bytes()[:4] == b"\x89PNG"
+# --------------------------------------------------------------------------- trainer
 
 
 def test_fit_classifier_stops_at_the_first_interval_reaching_the_accuracy():

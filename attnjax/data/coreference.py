@@ -552,11 +552,25 @@ class AgreementTask:
         return AgreementExample(tuple(tokens), subject, tuple(positions), plural, verbs)
 
 
-def make_datasets(config) -> dict:
+def max_length(filler_tokens: int) -> int:
+    """The longest sentence the task can produce with ``filler_tokens`` filler tokens
+    (clause, filler, "because <pronoun> was too <property> .")."""
+    clause = max(len(tokenize(t.format(a="x", b="x")))
+                 for f in FAMILIES for r in f.relations for t in r.templates)
+    return clause + filler_tokens + 6
+
+
+def make_datasets(config, seed: int | None = None) -> dict:
     """Train set (fillers drawn from 0..max), validation (held-in pairs), test sets per
     distance and the seed sentences, encoded to one common length, from an experiment config
-    (``config.seed``, ``config.task.*``, ``config.readout``)."""
-    task = CoreferenceTask(config.seed, config.task.held_out_pair_fraction)
+    (``config.task.*``, ``config.readout``).
+
+    Args:
+      seed: the data draw (``SeedRngs(s).int("data_draw")`` in a seeded run); default
+        ``config.seed``. The held-out pairs and templates do not depend on it.
+    """
+    task = CoreferenceTask(config.seed if seed is None else seed,
+                           config.task.held_out_pair_fraction)
     vocab = task.vocabulary()
     distances = tuple(config.task.test_distances)
     train_examples = task.sample(
@@ -569,21 +583,22 @@ def make_datasets(config) -> dict:
         config.task.num_test, "train", filler_tokens=range(config.task.max_filler + 1), stream=1
     )
     seeds = [parse_seed(s) for s in SEED_SENTENCES]
-    every = train_examples + validation + [e for es in test_examples.values() for e in es] + seeds
-    length = max(len(e.tokens) for e in every)
-    encode = lambda examples: readout_arrays(
-        encode(examples, vocab=vocab, length=length), config.readout
-    )
+    # One length for every seed's draw, so that seeds stack into one vmapped program.
+    length = max_length(max(config.task.max_filler, *distances))
+
+    def arrays(examples):
+        return readout_arrays(encode(examples, vocab=vocab, length=length), config.readout)
+
     return {
         "task": task,
         "vocab": vocab,
         "length": length,
-        "train": encode(train_examples),
-        "validation": encode(validation),
-        "test": {d: encode(es) for d, es in test_examples.items()},
+        "train": arrays(train_examples),
+        "validation": arrays(validation),
+        "test": {d: arrays(es) for d, es in test_examples.items()},
         "test_examples": test_examples,
         "seeds": seeds,
-        "seed_arrays": encode(seeds),
+        "seed_arrays": arrays(seeds),
     }
 
 
