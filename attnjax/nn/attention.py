@@ -38,6 +38,8 @@ class MultiHeadAttention(nn.Module):
         full length ``[B, L, F]`` to size the cache; then each call appends its ``T >= 1`` new
         positions (with ``mutable=['cache']``) and attends causally to everything cached.
       implementation: passed to ``ops.dot_product_attention``.
+      scale: the logit scale passed to ``ops.dot_product_attention``; None (the default)
+        is 1/sqrt(D) (Vaswani et al. 2017), 1.0 the unscaled dot product.
       dtype: computation dtype (default: that of the inputs); param_dtype: parameter dtype.
     """
 
@@ -52,6 +54,7 @@ class MultiHeadAttention(nn.Module):
     rope_base: float = 10_000.0
     decode: bool = False
     implementation: str | None = None
+    scale: float | None = None
     dtype: Any = None
     param_dtype: Any = jnp.float32
     kernel_init: Any = nn.initializers.lecun_normal()
@@ -192,6 +195,7 @@ class MultiHeadAttention(nn.Module):
             dropout_rate=dropout_rate,
             dropout_rng=dropout_rng,
             implementation=self.implementation,
+            scale=self.scale,
             return_weights=record,
         )
         if record:

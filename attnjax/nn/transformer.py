@@ -53,6 +53,9 @@ class TransformerConfig:
       type_vocab_size: > 0 adds token-type (segment) embeddings to the encoder input (BERT).
       embedding_norm: LayerNorm on the encoder's summed input embeddings (BERT).
       decode: build modules for step-by-step decoding with a KV cache.
+      attention_scale: the attention logit scale; None (the default) is 1/sqrt(head dim),
+        1.0 the unscaled dot product (experiments/sqrt_dk.py). Passed to the attention
+        module only when set, so an ``attention_cls`` without a ``scale`` field still fits.
       attention_cls: the attention module class; default ``MultiHeadAttention``. Anything
         with its constructor and call signature fits: an ablation wrapper, or a peer
         implementation to benchmark against (benchmarks/train_throughput.py).
@@ -81,6 +84,7 @@ class TransformerConfig:
     rope_base: float = 10_000.0
     decode: bool = False
     dtype: Any = jnp.float32
+    attention_scale: float | None = None
     attention_cls: Any = None
 
     def __post_init__(self):
@@ -173,6 +177,7 @@ class _Residual(nn.Module):
 
 
 def _attention(cfg: TransformerConfig, name: str, *, self_attention: bool) -> nn.Module:
+    scale = {} if cfg.attention_scale is None else {"scale": cfg.attention_scale}
     return (cfg.attention_cls or MultiHeadAttention)(
         num_heads=cfg.num_heads,
         num_kv_heads=cfg.num_kv_heads,
@@ -183,6 +188,7 @@ def _attention(cfg: TransformerConfig, name: str, *, self_attention: bool) -> nn
         decode=cfg.decode and self_attention,
         dtype=cfg.dtype,
         name=name,
+        **scale,
     )
 
 
