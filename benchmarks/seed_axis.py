@@ -9,6 +9,7 @@ encoder classifier (d=64, 2 layers, 4 heads, MLP 128) on the recall task (length
 batch 64).
 
     python -m benchmarks.seed_axis [--seeds 5] [--steps 300] [--rounds 2]
+                                   [--model-dim 64] [--batch-size 64] [--length 48]
 
 Prints seconds per way and round, the neighbour load (other processes' CPU, in cores), the
 ratio sequential / vmapped, and vmapped / one run (S seeds for the price of ...).
@@ -26,12 +27,12 @@ from attnjax import bench, nn, train
 from attnjax.data import recall
 
 
-def setup(length: int):
+def setup(length: int, model_dim: int):
     arrays = recall.recall_batch(0, 4096, length, num_keys=8, num_noise=16)
     model = nn.PositionClassifier(
         nn.Encoder(nn.TransformerConfig(
-            vocab_size=recall.vocab_size(8, 16), model_dim=64, num_heads=4, num_layers=2,
-            mlp_dim=128, max_len=length, dropout_rate=0.1)),
+            vocab_size=recall.vocab_size(8, 16), model_dim=model_dim, num_heads=4,
+            num_layers=2, mlp_dim=2 * model_dim, max_len=length, dropout_rate=0.1)),
         num_classes=recall.vocab_size(8, 16))
     return model, arrays
 
@@ -43,9 +44,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--length", type=int, default=48)
+    parser.add_argument("--model-dim", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=64)
     args = parser.parse_args(argv)
-    model, arrays = setup(args.length)
-    config = {"num_steps": args.steps, "batch_size": 64, "learning_rate": 1e-3,
+    model, arrays = setup(args.length, args.model_dim)
+    config = {"num_steps": args.steps, "batch_size": args.batch_size, "learning_rate": 1e-3,
               "warmup_steps": min(50, args.steps), "log_every": 50,
               "checkpoint_every": args.steps}
     seeds = list(range(args.seeds))
@@ -80,7 +83,8 @@ def main(argv=None) -> dict:
     v = float(np.median([x["seconds"] for x in rows if x["way"] == "vmapped"]))
     s = float(np.median([x["seconds"] for x in rows if x["way"] == "sequential"]))
     one = float(np.median([t for x in rows if x["per_run_seconds"] for t in x["per_run_seconds"]]))
-    summary = {"seeds": args.seeds, "steps": args.steps, "vmapped_seconds": v,
+    summary = {"seeds": args.seeds, "steps": args.steps, "model_dim": args.model_dim,
+               "batch_size": args.batch_size, "length": args.length, "vmapped_seconds": v,
                "sequential_seconds": s, "one_run_seconds": one,
                "sequential_over_vmapped": s / v, "vmapped_over_one_run": v / one,
                "environment": bench.environment(), "rows": rows}
