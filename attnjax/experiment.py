@@ -63,9 +63,9 @@ def default_config_spec(name: str) -> str:
 def _split_spec(spec: str) -> tuple[str, str | None]:
     """``"path/to/config.py:variant"`` -> ``("path/to/config.py", "variant")``."""
     path, sep, variant = spec.rpartition(":")
-    # Only a suffix after a ".py" path is a variant, so a path that itself contains a
-    # colon still resolves.
-    if sep and path.endswith(".py"):
+    # Only a suffix after a ".py" path or a dotted module name (``configs.translation``)
+    # is a variant, so a path that itself contains a colon still resolves.
+    if sep and (path.endswith(".py") or ("/" not in path and path.replace(".", "").isidentifier())):
         return path, variant or None
     return spec, None
 

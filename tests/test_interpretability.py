@@ -223,21 +223,6 @@ def test_hand_set_induction_and_previous_token_heads_score_one():
     np.testing.assert_allclose(scores["previous_token"][0], [1.0, 0.0], atol=1e-12)
 
 
-def test_induction_smoke_run_reports_timeline_and_ablations(tour_smoke):
-    import json
-
-    tour_dir, _ = tour_smoke
-    results = json.loads((tour_dir / "induction" / "results.json").read_text())
-    assert results["verdict"].startswith(("claim holds", "claim does not hold", "mixed"))
-    assert set(results["timeline"]) == {"induction_head_step", "icl_step", "together"}
-    ablation = results["ablation"]
-    assert ablation["without_layer_0"] >= 0 and ablation["intact_second_half_loss"] >= 0
-    evals = [json.loads(line) for line in (tour_dir / "induction" / "metrics.jsonl")
-             .read_text().splitlines() if '"eval"' in line]
-    assert len(evals) >= 2 and len(evals[-1]["prefix_matching"]) == 2  # [L, H] per eval
-    assert (tour_dir / "induction" / "induction.png").read_bytes()[:4] == b"\x89PNG"
-
-
 def test_replacing_attention_with_its_own_weights_changes_nothing_and_uniform_averages(encoder):
     model, variables, tokens = encoder
     out, maps = analysis.capture_attention(model, variables, tokens)
@@ -285,17 +270,6 @@ def test_jensen_shannon_divergence_known_values():
     np.testing.assert_allclose(explanation.jsd(p, q), [np.log(2)], atol=1e-6)  # disjoint
 
 
-def test_permuting_the_cls_row_keeps_its_weights_and_the_other_rows():
-    from experiments import explanation
-
-    rng = np.random.default_rng(0)
-    w = jnp.asarray(rng.dirichlet(np.ones(6), size=(3, 2, 6)))  # [N, H, T, S]
-    permuted = explanation._permuted_cls_row(jax.random.key(0), w)
-    np.testing.assert_allclose(np.sort(permuted[:, :, 0], -1), np.sort(w[:, :, 0], -1))
-    np.testing.assert_array_equal(permuted[:, :, 1:], w[:, :, 1:])
-    assert not np.allclose(permuted[:, :, 0], w[:, :, 0])
-
-
 def test_sentiment_task_evidence_decides_the_label():
     from attnjax.data.sentiment import NOT_ID, SentimentTask
 
@@ -330,32 +304,3 @@ def test_normalized_entropy_counts_only_the_valid_keys():
 
 
 # --------------------------------------------------------------------------- heads
-
-
-def test_head_classes_follow_the_first_matching_rule():
-    from attnjax import experiment
-    from experiments import heads
-
-    config = experiment.load_config("configs/heads.py:smoke")
-    zeros = np.zeros((1, 5))
-    scores = {"offset_-1": np.array([[0.9, 0.0, 0.0, 0.0, 0.0]]), "offset_0": zeros,
-              "offset_1": zeros, "first_token": np.array([[0.0, 0.0, 0.3, 0.0, 0.0]]),
-              "punctuation": np.array([[0.0, 0.0, 0.3, 0.0, 0.0]]),
-              "normalized_entropy": np.array([[0.1, 0.1, 0.1, 0.9, 0.1]])}
-    probe = np.array([[0.9, 0.9, 0.5, 0.5, 0.5]])  # head 0 is also positional: coref first
-    assert heads.classify(scores, probe, config) == [
-        ["coreference", "coreference", "delimiter", "diffuse", "unclassified"]]
-
-
-def test_heads_smoke_run_covers_coreference_and_translation(tour_smoke):
-    import json
-
-    tour_dir, _ = tour_smoke
-    results = json.loads((tour_dir / "heads" / "results.json").read_text())
-    assert set(results["by_num_heads"]) == {"1", "2"}
-    drop = np.asarray(results["ablation_drop"])
-    assert drop.shape == np.asarray(results["antecedent_probe"]).shape
-    translation = results["translation"]
-    assert np.asarray(translation["cross_attention_aer"]).shape == \
-        np.asarray(translation["cross_attention_ablation_drop"]).shape
-    assert (tour_dir / "heads" / "heads.png").read_bytes()[:4] == b"\x89PNG"
