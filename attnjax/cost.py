@@ -57,7 +57,9 @@ defaults to ``max(dtype_bytes, 4)``, as ``attnjax.ops`` computes the softmax).
 * **chunked** (Rabe & Staats 2021; FlashAttention, Dao et al. 2022) never holds a T x S
   buffer: ``q, k, v, o``, a float32 logsumexp per query row (``B*H*T*4``) and one
   ``chunk_q x chunk_k`` score block per head (``B*H*chunk_q*chunk_k*score_bytes``, chunks
-  clipped to T and S). Backward adds the gradients ``dq, dk, dv, do``, the row sums
+  clipped to T and S). By default the chunks are the kernel's own,
+  ``attnjax.ops.chunked.default_blocks(T, S, causal)``: 256 query rows by 1024 keys, 512
+  keys when causal. Backward adds the gradients ``dq, dk, dv, do``, the row sums
   ``rowsum(dO * O)`` (another ``B*H*T*4``) and a second block (``dS`` next to ``P``).
 
 Per model: without backward the layers run one after another, so the model's peak is one
@@ -75,6 +77,8 @@ import math
 import sys
 import textwrap
 from collections.abc import Sequence
+
+from attnjax.ops.chunked import default_blocks
 
 SOFTMAX_FLOPS = 5
 SOFTMAX_BACKWARD_FLOPS = 3
@@ -234,14 +238,26 @@ def _pairs(t: int, s: int, causal: bool) -> int:
     return causal_pairs(t, s) if causal else t * s
 
 
+def _matmul_flops_per_pair(d: int, dv: int, *, backward: bool, recompute: bool) -> int:
+    """Matmul FLOPs per computed score: Q K^T and P V; backward dV, dP, dQ, dK (twice the
+    forward) and, with ``recompute``, Q K^T again."""
+    matmuls = 2 * d + 2 * dv  # Q K^T and P V
+    flops = matmuls
+    if backward:
+        flops += 2 * matmuls
+        if recompute:
+            flops += 2 * d
+    return flops
+
+
 def _flops_per_pair(d: int, dv: int, *, backward: bool, recompute: bool) -> int:
     """Attention FLOPs per computed score: forward, plus backward when ``backward``."""
-    matmuls = 2 * d + 2 * dv  # Q K^T and P V
-    flops = matmuls + SOFTMAX_FLOPS
+    flops = _matmul_flops_per_pair(d, dv, backward=backward, recompute=recompute)
+    flops += SOFTMAX_FLOPS
     if backward:
-        flops += 2 * matmuls + SOFTMAX_BACKWARD_FLOPS  # dV, dP, dQ, dK and the softmax
+        flops += SOFTMAX_BACKWARD_FLOPS  # dS = P * (dP - rowsum(dO * O)), then the scale
         if recompute:
-            flops += 2 * d + SOFTMAX_FLOPS  # Q K^T and P again, from the logsumexp
+            flops += SOFTMAX_FLOPS  # P again, from the logsumexp
     return flops
 
 
@@ -340,8 +356,8 @@ def attention_cost(
     causal: bool = False,
     dtype_bytes: int = 4,
     score_bytes: int | None = None,
-    chunk_q: int = 1024,
-    chunk_k: int = 1024,
+    chunk_q: int | None = None,
+    chunk_k: int | None = None,
     backward: bool = False,
     d_model: int | None = None,
     include_projections: bool = False,
@@ -361,7 +377,8 @@ def attention_cost(
       causal: count only pairs with key j <= query i (top-left aligned).
       dtype_bytes: bytes per element of q, k, v, o (4 float32, 2 bfloat16/float16).
       score_bytes: bytes per score; default ``max(dtype_bytes, 4)`` (float32 softmax).
-      chunk_q, chunk_k: query and key block of the chunked implementation (clipped to T, S).
+      chunk_q, chunk_k: query and key block of the chunked implementation (clipped to T, S);
+        default: the kernel's ``attnjax.ops.chunked.default_blocks(T, S, causal)``.
       backward: add the backward pass to FLOPs and memory (training).
       d_model: model width; when given, projections and MLP are counted.
       include_projections: count them with ``d_model = heads * head_dim`` when ``d_model``
@@ -377,10 +394,11 @@ def attention_cost(
     """
     for name, value in [("seq_len", seq_len), ("heads", heads), ("head_dim", head_dim),
                         ("layers", layers), ("batch", batch), ("dtype_bytes", dtype_bytes),
-                        ("chunk_q", chunk_q), ("chunk_k", chunk_k), ("mlp_ratio", mlp_ratio)]:
+                        ("mlp_ratio", mlp_ratio)]:
         _check_positive(name, value)
     for name, value in [("kv_len", kv_len), ("kv_heads", kv_heads), ("value_dim", value_dim),
-                        ("score_bytes", score_bytes), ("d_model", d_model)]:
+                        ("score_bytes", score_bytes), ("d_model", d_model),
+                        ("chunk_q", chunk_q), ("chunk_k", chunk_k)]:
         _check_positive(name, value, optional=True)
     kv_len = seq_len if kv_len is None else kv_len
     kv_heads = heads if kv_heads is None else kv_heads
@@ -394,10 +412,15 @@ def attention_cost(
 
     shape = dict(b=batch, h=heads, hk=kv_heads, d=head_dim, dv=value_dim, layers=layers,
                  causal=causal, backward=backward, dtype_bytes=dtype_bytes,
-                 score_bytes=score_bytes, chunk_q=chunk_q, chunk_k=chunk_k, d_model=d_model,
-                 mlp_hidden=mlp_hidden)
-    now = _measure(seq_len, kv_len, **shape)
-    doubled = _measure(2 * seq_len, 2 * kv_len, **shape)
+                 score_bytes=score_bytes, d_model=d_model, mlp_hidden=mlp_hidden)
+
+    def blocks(t: int, s: int) -> dict:  # the kernel's blocks at this length, unless given
+        default_q, default_k = default_blocks(t, s, causal)
+        return dict(chunk_q=chunk_q or default_q, chunk_k=chunk_k or default_k)
+
+    now = _measure(seq_len, kv_len, **shape, **blocks(seq_len, kv_len))
+    doubled = _measure(2 * seq_len, 2 * kv_len, **shape, **blocks(2 * seq_len, 2 * kv_len))
+    chunk_q, chunk_k = blocks(seq_len, kv_len).values()
 
     def ratio(field: str, attention_too: bool = False) -> float:
         def value(figures):
@@ -433,6 +456,70 @@ def attention_cost(
         d_model=d_model, mlp_hidden=mlp_hidden, **now, doubling=doubling,
         crossover_seq_len=crossover, attention_flop_share=share,
     )
+
+
+# --------------------------------------------------------------------------- benchmarks
+# The work and memory the timed experiments (experiments/scaling, parallelism, scale_out)
+# divide their measurements by: matmul FLOPs only (what a matmul ceiling compares with).
+
+RECURRENT_GATES = {"simple": 1, "gru": 3, "lstm": 4}  # [x, h] -> gate matmuls per step
+
+
+def attention_matmul_flops(seq_len: int, *, heads: int, head_dim: int, batch: int = 1,
+                           kv_len: int | None = None, value_dim: int | None = None,
+                           causal: bool = False, backward: bool = False,
+                           recompute: bool = True) -> int:
+    """Matmul FLOPs of one attention call (B sequences, H heads), no softmax.
+
+    Forward: ``Q K^T`` and ``P V``, ``2 (D + Dv)`` per computed pair (``4 B H T S D``);
+    backward adds dV, dP, dQ and dK (twice the forward) and, with ``recompute`` (chunked,
+    flash and ring attention rebuild P from the logsumexp: Dao et al. 2022, sec. 3.1), ``Q
+    K^T`` again: 7 ``T S D`` matmuls in all, 3.5x the forward. ``causal`` counts the useful
+    pairs only (key j <= query i, ``T (T + 1) / 2``), although an implementation that masks
+    a full matrix does all the work.
+    """
+    kv_len = seq_len if kv_len is None else kv_len
+    value_dim = head_dim if value_dim is None else value_dim
+    per_pair = _matmul_flops_per_pair(head_dim, value_dim, backward=backward,
+                                      recompute=recompute)
+    return batch * heads * _pairs(seq_len, kv_len, causal) * per_pair
+
+
+def naive_score_bytes(seq_len: int, *, heads: int, batch: int = 1, kv_len: int | None = None,
+                      backward: bool = False, score_bytes: int = 4) -> int:
+    """Bytes of the ``[B, H, T, S]`` score buffers a materialising implementation holds:
+    ``NAIVE_FORWARD_SCORE_BUFFERS`` forward, ``NAIVE_TRAINING_SCORE_BUFFERS`` with the
+    backward (the module docstring)."""
+    kv_len = seq_len if kv_len is None else kv_len
+    buffers = NAIVE_TRAINING_SCORE_BUFFERS if backward else NAIVE_FORWARD_SCORE_BUFFERS
+    return buffers * batch * heads * seq_len * kv_len * score_bytes
+
+
+def attention_layer_flops(seq_len: int, *, width: int, heads: int, batch: int = 1,
+                          causal: bool = False, backward: bool = False,
+                          recompute: bool = False) -> int:
+    """Matmul FLOPs of one self-attention layer of model width ``width``: the Q, K, V and
+    O projections (``8 B T width^2``) plus ``attention_matmul_flops`` with head dim
+    ``width / heads``; backward 3x the projections."""
+    if width % heads:
+        raise ValueError(f"heads must divide width: got width={width}, heads={heads}")
+    d = width // heads
+    projections = batch * _projection_flops(seq_len, seq_len, heads, heads, d, d, width, 0,
+                                            backward)
+    return projections + attention_matmul_flops(seq_len, heads=heads, head_dim=d, batch=batch,
+                                                causal=causal, backward=backward,
+                                                recompute=recompute)
+
+
+def recurrent_flops(cell: str, seq_len: int, *, width: int, batch: int = 1,
+                    backward: bool = False) -> int:
+    """Matmul FLOPs of a recurrent layer (``cell`` in ``RECURRENT_GATES``) on ``[B, T,
+    width]``: per step and gate an input and a recurrent ``width x width`` matmul; backward
+    3x (gradients for inputs and for weights)."""
+    if cell not in RECURRENT_GATES:
+        raise ValueError(f"cell must be one of {tuple(RECURRENT_GATES)}, got {cell!r}")
+    forward = 2 * batch * seq_len * RECURRENT_GATES[cell] * 2 * width * width
+    return 3 * forward if backward else forward
 
 
 # --------------------------------------------------------------------------- report
@@ -571,8 +658,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--attention-only", action="store_true",
                         help="leave out the projections and MLP")
     parser.add_argument("--mlp-ratio", type=int, default=4, help="MLP width / d_model")
-    parser.add_argument("--chunk-q", type=int, default=1024, help="query block (chunked)")
-    parser.add_argument("--chunk-k", type=int, default=1024, help="key block (chunked)")
+    parser.add_argument("--chunk-q", type=int,
+                        help="query block (chunked; default: ops.chunked.default_blocks)")
+    parser.add_argument("--chunk-k", type=int,
+                        help="key block (chunked; default: ops.chunked.default_blocks)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     return parser
 

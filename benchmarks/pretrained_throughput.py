@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 
-from attnjax import pretrained
+from attnjax import bench, pretrained
 
 SUBJECTS = ("the old fisherman", "my neighbour", "a student from Lyon", "the committee",
             "our small team", "the tired doctor", "an engineer", "the children")
@@ -78,13 +78,15 @@ def main(argv=None) -> None:
 
     seconds = {name: [] for name in arms}
     outputs = {}
-    for _ in range(args.rounds):
-        for name, embed in arms.items():
-            tic = time.perf_counter()
-            outputs[name] = embed()
-            seconds[name].append(time.perf_counter() - tic)
+    with bench.NeighbourLoad() as load:  # other processes' CPU use while the rounds ran
+        for _ in range(args.rounds):
+            for name, embed in arms.items():
+                tic = time.perf_counter()
+                outputs[name] = embed()
+                seconds[name].append(time.perf_counter() - tic)
     report = {"sentences": len(texts), "batch_size": args.batch_size, "rounds": args.rounds,
-              "cores": len(os.sched_getaffinity(0)),
+              "cores": len(os.sched_getaffinity(0)), "neighbour_cores": load.cores,
+              "environment": bench.environment(),
               "load_seconds": {"attnjax": load_attnjax, "sentence_transformers": load_torch}}
     for name, times in seconds.items():
         median = float(np.median(times))

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 
 import flax.linen as flax_nn
 import jax
 import numpy as np
 
-from attnjax import nn, train
+from attnjax import bench, nn, train
 from attnjax.data.toy_translation import ToyTranslation
 from attnjax.data.vocab import Vocab, encode_pairs
 
@@ -99,7 +98,26 @@ def main(argv=None) -> dict:
     tokens_per_round = sum(int((batch_at(s)["target_out"] != 0).sum()) for s in range(args.steps))
     rates: dict[str, list[float]] = {name: [] for name in contenders}
     batches = [batch_at(s) for s in range(args.steps)]
-    for _ in range(args.rounds):
+    load = bench.NeighbourLoad()  # other processes' CPU use while the rounds ran
+    with load:
+        _timed_rounds(args.rounds, contenders, states, steps, batches, tokens_per_round, rates)
+    ratios = [a / f for a, f in zip(rates["attnjax"], rates["flax"], strict=True)]
+    result = {
+        "tokens_per_second": {k: float(np.median(v)) for k, v in rates.items()},
+        "ratio_attnjax_over_flax_median": float(np.median(ratios)),
+        "ratio_attnjax_over_flax": bench.repeat_summary(ratios, "median"),
+        "ratio_per_round": [round(r, 4) for r in ratios],
+        "neighbour_cores": load.cores,
+        "config": vars(args),
+        "environment": bench.environment(),
+    }
+    print(json.dumps(result, indent=2))
+    return result
+
+
+def _timed_rounds(rounds, contenders, states, steps, batches, tokens_per_round, rates) -> None:
+    """Alternating rounds of ``len(batches)`` steps per model; appends tokens/s to ``rates``."""
+    for _ in range(rounds):
         for name in contenders:
             state = states[name]
             jax.block_until_ready(state)
@@ -109,17 +127,6 @@ def main(argv=None) -> dict:
             jax.block_until_ready(state)
             rates[name].append(tokens_per_round / (time.perf_counter() - tic))
             states[name] = state
-    ratios = [a / f for a, f in zip(rates["attnjax"], rates["flax"], strict=True)]
-    result = {
-        "tokens_per_second": {k: float(np.median(v)) for k, v in rates.items()},
-        "ratio_attnjax_over_flax_median": float(np.median(ratios)),
-        "ratio_per_round": [round(r, 4) for r in ratios],
-        "config": vars(args),
-        "machine": f"{platform.processor() or platform.machine()}, {jax.devices()[0].platform}",
-        "jax": jax.__version__,
-    }
-    print(json.dumps(result, indent=2))
-    return result
 
 
 if __name__ == "__main__":

@@ -1,21 +1,27 @@
 """Config of experiments/scale_out.py: attention and training beyond one device.
 
 Variants (``configs/scale_out.py:VARIANT``):
-  tour (default)  T = 1024 ... 65536 on 2, 4 and 8 simulated CPU devices; every training
+  full (default)  T = 1024 ... 65536 on 2, 4 and 8 simulated CPU devices; every training
                   layout over 20 steps, and 2 processes x 4 devices.
+  tour            T = 1024, 4096, 16384, 65536; ring checked causal only; two training
+                  layouts over 10 steps (no 2-process run); two layouts' LM step costs.
   smoke           two short lengths, no training curves (tests/test_parallel.py has them).
+
+Compiled-program measurements without seeds (``seeds = ()``). The pre-registered rule is
+``experiments.scale_out.RULE`` with ``verdict.*``, ``tolerance`` and ``curve_tolerance``.
 """
 
 import ml_collections
 
-VARIANTS = ("tour", "smoke")
+from configs import common
+
+VARIANTS = ("full", "tour", "smoke")
 
 
 def get_config(arg=None):
-    variant = arg or "tour"
-    if variant not in VARIANTS:
-        raise ValueError(f"configs/scale_out.py: unknown variant {arg!r}; choose from {VARIANTS}")
-    c = ml_collections.ConfigDict()
+    variant = common.check_variant("configs/scale_out.py", arg, VARIANTS)
+    c = common.base(variant)
+    c.seeds = ()  # deterministic programs: nothing to vary
     c.seed = 0
     # Simulated CPU devices (XLA_FLAGS=--xla_force_host_platform_device_count); when this
     # process has fewer, the measurements run in a child process that has them.
@@ -39,12 +45,23 @@ def get_config(arg=None):
     # Layouts whose mid-size LM step is compiled and read (below; one device is always read).
     c.cost_layouts = ("data=8", "data=8,fsdp", "data=2,model=4", "data=4,model=2,fsdp")
     c.curve_tolerance = 1e-5
+    # The rule's thresholds (experiments.scale_out.RULE): memory per device ~ n^p with
+    # p <= max_memory_slope (1/n would be -1); bytes sent ~ T^q with q < max_comm_slope.
+    c.verdict.max_memory_slope = -0.8
+    c.verdict.max_comm_slope = 1.5
     # A mid-size LM whose training step's per-device memory and communication are read per
     # layout (compiled, not run).
     c.lm = ml_collections.ConfigDict(
         {"model_dim": 512, "num_heads": 8, "num_layers": 4, "mlp_dim": 2048, "vocab_size": 8192,
          "length": 256, "batch_size": 32})
-    if variant == "smoke":
+    if variant == "tour":
+        c.lengths = (1024, 4096, 16384, 65536)
+        c.train_steps = 10
+        c.check_causal = (True,)
+        c.layouts = ("data=8", "data=4,model=2,fsdp")
+        c.multiprocess = ""  # the full variant launches 2 processes x 4 devices
+        c.cost_layouts = ("data=8", "data=4,model=2,fsdp")
+    elif variant == "smoke":
         c.heads = 2
         c.head_dim = 16
         c.lengths = (128, 256)

@@ -5,11 +5,16 @@ Variants (``configs/scaling.py:VARIANT``):
                   forward-only N = 131072 row of chunked with H = 1. About 35 minutes on a
                   2-core CPU: run it on an otherwise idle machine. Longer rows:
                   --config.long_lengths="(32768, 65536)" (65536 fwd+bwd: ~2 min a call).
-  tour            N = 256 ... 2048, every implementation; a few minutes.
+  tour            N = 512, 1024, 2048 for naive, jax.nn, flax and attnjax chunked/default,
+                  exponents fitted over all three lengths; about 2 minutes.
   smoke           N = 64, 128, two implementations, for the tests; seconds.
+
+A benchmark: no seeds (``seeds = ()``); each row keeps its timed rounds and the intervals
+resample them. The pre-registered rule is ``experiments.scaling.RULE`` filled in with
+``quadratic_exponent_range``, ``fit_min_length`` and ``verdict.*``.
 """
 
-import ml_collections
+from configs import common
 
 VARIANTS = ("full", "tour", "smoke")
 
@@ -19,12 +24,10 @@ IMPLS = ("naive", "xla", "flax", "attnjax_xla", "attnjax_chunked", "attnjax_defa
 
 
 def get_config(arg=None):
-    variant = arg or "full"
-    if variant not in VARIANTS:
-        raise ValueError(f"configs/scaling.py: unknown variant {arg!r}; choose from {VARIANTS}")
-    c = ml_collections.ConfigDict()
-    c.variant = variant
-    c.seed = 0
+    variant = common.check_variant("configs/scaling.py", arg, VARIANTS)
+    c = common.base(variant)
+    c.seeds = ()  # a benchmark: the timed rounds are the repeats
+    c.seed = 0  # the random q, k, v
     c.batch_size = 1  # B
     c.num_heads = 8  # H
     c.head_dim = 64  # D; inputs are float32 [B, N, H, D]
@@ -63,12 +66,22 @@ def get_config(arg=None):
     # Fits and verdict.
     c.fit_min_length = 1024  # exponents are fitted over N >= this (and over all N)
     c.quadratic_exponent_range = (1.7, 2.3)  # a time exponent in here counts as "quadratic"
+    # Fractions of the fitted series that must be quadratic: all of them for "holds", none
+    # for "does not hold" (the rule before Step 8).
+    c.verdict.holds_at = 1.0
+    c.verdict.fails_at = 0.0
     c.torch_threads = 0  # 0: as many threads as JAX's CPU client uses
 
     if variant == "tour":
-        c.lengths = (256, 512, 1024, 2048)
+        # 5 implementations x 3 lengths x 4 variants = 60 rows, about 2 minutes on an idle
+        # 2-core CPU; the fits use all three lengths.
+        c.impls = ("naive", "xla", "flax", "attnjax_chunked", "attnjax_default")
+        c.lengths = (512, 1024, 2048)
         c.long_lengths = ()
         c.long_forward_length = 0
+        c.fit_min_length = 512
+        c.min_row_seconds = 0.3
+        c.max_retries = 0  # a disturbed row is marked, not retried: the tour's time stays bounded
     elif variant == "smoke":
         c.impls = ("naive", "xla")
         c.lengths = (64, 128)

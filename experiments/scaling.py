@@ -19,15 +19,20 @@ records compile time apart from the timed calls, best and median time per call, 
 GFLOP/s and its share of a matmul ceiling (``jit(jnp.dot)`` of two float32 [2048, 2048]
 measured in the same run), the peak resident memory the call added (``VmHWM`` after a reset
 through ``/proc/self/clear_refs``, minus ``VmRSS`` before it) next to XLA's static estimate,
-and the CPU time other processes used meanwhile. All implementations are measured at one N
-before the next N, so that drifting load on this shared machine hits them alike; a row
-during which other processes used more than ``max_neighbour_cores`` is repeated and, if it
-stays disturbed, kept but left out of ratios and fits.
+and the CPU time other processes used meanwhile (every tool is ``attnjax.bench``'s). All
+implementations are measured at one N before the next N, so that drifting load on this
+shared machine hits them alike; a row during which other processes used more than
+``max_neighbour_cores`` is repeated and, if it stays disturbed, kept but left out of ratios
+and fits.
 
-FLOP convention: forward ``4 B H N^2 D`` (two matmuls), forward+backward 3.5x that (seven
-N^2 D matmuls, the backward recomputing nothing but counted as a flash-style backward
-would); causal rows count half, the useful work, although an implementation that masks a
-full matrix does all of it.
+FLOP convention (``attnjax.cost.attention_matmul_flops``): forward ``4 B H N^2 D`` (two
+matmuls), forward+backward 3.5x that (seven N^2 D matmuls, counted as a flash-style
+backward would); causal rows count the useful pairs, N(N+1)/2, although an implementation
+that masks a full matrix does all of the work.
+
+Intervals: each row keeps the seconds per call of every timed round; a time exponent's
+interval resamples each length's rounds (``bench.slope_bootstrap``). A benchmark has no
+seeds; the verdict counts fitted series ("k of n series") with ``seed_verdict``.
 
     python -m experiments.scaling [--config configs/scaling.py[:tour|:smoke]]
 """
@@ -37,10 +42,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import os
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import flax.linen
 import jax
@@ -51,9 +54,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from tqdm import tqdm
 
-from attnjax import experiment, ops
+from attnjax import bench, cost, experiment, ops
 from experiments import REGISTRY
-from experiments.parallelism import fitted_exponent, measure
 
 NAME = "scaling"
 CLAIM = REGISTRY[NAME].claim
@@ -67,6 +69,23 @@ STATUSES = ("ok", "disturbed", "unavailable", "does not fit", "too slow", "error
 # its mmap threshold (at most 32 MiB) from memory the process already holds. Memory
 # exponents are fitted over larger peaks only.
 RELIABLE_PEAK_BYTES = 32 * 2**20
+RULE = (
+    "Per (implementation, mode) series of {impls} (modes {modes}, causal {causal}): the "
+    "log-log slope of the {statistic} time per call vs N over the undisturbed rows with "
+    "N >= {fit_min_length} (at least two lengths of {lengths}); a series passes if the "
+    "slope is in [{lo}, {hi}] (doubling N roughly quadruples the time). The claim holds if "
+    ">= {holds_at:.0%} of the fitted series pass, does not hold if <= {fails_at:.0%} do, "
+    "mixed otherwise; mixed if no series could be fitted."
+)
+
+
+def rule(config: ml_collections.ConfigDict) -> str:
+    lo, hi = config.quadratic_exponent_range
+    return RULE.format(impls=", ".join(config.impls), modes=", ".join(config.modes),
+                       causal=tuple(config.causal), statistic=config.statistic,
+                       fit_min_length=config.fit_min_length, lengths=tuple(config.lengths),
+                       lo=lo, hi=hi, holds_at=config.verdict.holds_at,
+                       fails_at=config.verdict.fails_at)
 
 
 # --------------------------------------------------------------------------- implementations
@@ -179,24 +198,8 @@ def prepare_jax(impl: str, mode: str, causal: bool, inputs: Inputs) -> Prepared:
     return Prepared(
         call=lambda: jax.block_until_ready(compiled(*args)),
         compile_seconds=compile_seconds,
-        xla_memory=_xla_memory(compiled),
+        xla_memory=bench.xla_memory(compiled),
     )
-
-
-def _xla_memory(compiled) -> dict | None:
-    try:
-        stats = compiled.memory_analysis()
-    except Exception:  # noqa: BLE001 - not every backend reports it
-        return None
-    if stats is None:
-        return None
-    names = ("argument", "output", "alias", "temp", "generated_code")
-    sizes = {f"{n}_bytes": int(getattr(stats, f"{n}_size_in_bytes", 0)) for n in names}
-    sizes["total_bytes"] = (
-        sizes["argument_bytes"] + sizes["output_bytes"] - sizes["alias_bytes"]
-        + sizes["temp_bytes"]
-    )
-    return sizes
 
 
 def prepare_torch(mode: str, causal: bool, inputs: Inputs, threads: int) -> Prepared:
@@ -228,146 +231,23 @@ def prepare(impl, mode, causal, inputs, threads) -> Prepared:
 # --------------------------------------------------------------------------- measurements
 
 
-def flops(config, length: int, num_heads: int, mode: str, causal: bool) -> float:
-    """Useful FLOPs of one call: forward 4BHN^2D, fwd+bwd 3.5x, causal half (see top)."""
-    forward = 4.0 * config.batch_size * num_heads * length * length * config.head_dim
-    return forward * (3.5 if mode == "fwd+bwd" else 1.0) * (0.5 if causal else 1.0)
+def flops(config, length: int, num_heads: int, mode: str, causal: bool) -> int:
+    """Useful matmul FLOPs of one call (``attnjax.cost.attention_matmul_flops``)."""
+    return cost.attention_matmul_flops(length, heads=num_heads, head_dim=config.head_dim,
+                                       batch=config.batch_size, causal=causal,
+                                       backward=mode == "fwd+bwd")
 
 
-def naive_bytes(config, length: int, num_heads: int, mode: str) -> float:
-    """Memory of implementations that hold float32 ``[B, H, N, N]`` matrices: logits and
-    weights forward, about six such matrices for forward+backward."""
-    copies = 6 if mode == "fwd+bwd" else 2
-    return copies * config.batch_size * num_heads * length * length * 4.0
-
-
-def _jiffies() -> int:
-    """Busy CPU time of the whole machine (all processes), in kernel ticks."""
-    with open("/proc/stat") as f:
-        fields = f.readline().split()[1:9]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields)
-    # steal: time the hypervisor gave to other guests, which also slows this process down.
-    return user + nice + system + irq + softirq + steal
-
-
-class NeighbourLoad:
-    """Context manager: CPU time other processes used while it was open, in cores.
-
-    System-wide busy time from ``/proc/stat`` minus this process's own CPU time, over the
-    wall time. ``/proc/stat`` counts 10 ms ticks, so windows well over 0.1 s are needed.
-    """
-
-    cores: float | None = None
-
-    def __enter__(self):
-        self._start = (_jiffies(), time.process_time(), time.perf_counter())
-        return self
-
-    def __exit__(self, *exc):
-        jiffies, own, wall = _jiffies(), time.process_time(), time.perf_counter()
-        system = (jiffies - self._start[0]) / os.sysconf("SC_CLK_TCK")
-        other = system - (own - self._start[1])
-        self.cores = max(0.0, other / max(wall - self._start[2], 1e-9))
-        return False
-
-
-def _status_bytes(field: str) -> int | None:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024  # "VmHWM:   12345 kB"
-    return None
-
-
-def peak_rss_increment(call) -> int | None:
-    """Peak resident memory ``call()`` adds over what the process holds before it, bytes.
-
-    Writing 5 to ``/proc/self/clear_refs`` resets the kernel's high-water mark ``VmHWM`` to
-    the current ``VmRSS``; None where that is not possible.
-    """
-    # No gc.collect() here: outputs of earlier calls are freed by reference counting, and a
-    # full collection in a long-lived process (the tour) costs more than the row.
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return None
-    baseline = _status_bytes("VmRSS")
-    call()
-    peak = _status_bytes("VmHWM")
-    if baseline is None or peak is None:
-        return None
-    # The high-water mark starts at the RSS of the reset; a page freed by another thread
-    # between the reset and the VmRSS read could make the difference slightly negative.
-    return max(peak - baseline, 0)
-
-
-def time_calls(call, config) -> dict:
-    """Best and median seconds per call over rounds of ``parallelism.measure``; a disturbed
-    measurement (neighbours above ``max_neighbour_cores``) is retried ``max_retries`` times."""
-    loads = []
-    for _ in range(1 + config.max_retries):
-        rounds = []
-        with NeighbourLoad() as load:
-            deadline = time.perf_counter() + config.min_row_seconds
-            while len(rounds) < config.repeats or time.perf_counter() < deadline:
-                rounds.append(measure(call, 1, config.min_seconds))
-        loads.append(round(load.cores, 3))
-        if load.cores <= config.max_neighbour_cores:
-            break
-    return {
-        "seconds_best": float(np.min(rounds)),
-        "seconds_median": float(np.median(rounds)),
-        "rounds": len(rounds),
-        "neighbour_cores": loads[-1],
-        "neighbour_cores_attempts": loads,
-        "attempts": len(loads),
-        "disturbed": loads[-1] > config.max_neighbour_cores,
-    }
-
-
-def matmul_ceiling(config) -> dict:
-    """GFLOP/s of ``jit(jnp.dot)`` on two float32 ``[M, M]``: what this CPU's matmul reaches."""
-    m = config.matmul_size
-    a, b = jax.random.normal(jax.random.key(config.seed), (2, m, m))
-    dot = jax.jit(jnp.dot).lower(a, b).compile()
-    call = lambda: jax.block_until_ready(dot(a, b))
-    call()
-    timing = time_calls(call, config)
-    seconds = timing["seconds_best"]
-    return {"size": m, "seconds": seconds, "gflop_per_second": 2.0 * m**3 / seconds / 1e9,
-            "neighbour_cores": timing["neighbour_cores"]}
-
-
-def jax_cpu_threads() -> int:
-    """Threads of XLA's CPU intra-op (Eigen) pool, counted in /proc; the schedulable core
-    count (what XLA sizes the pool by) if none is found."""
-    tasks = Path("/proc/self/task")
-    try:
-        names = [(t / "comm").read_text() for t in tasks.iterdir()]
-    except OSError:
-        names = []
-    count = sum("XLAEigen" in name for name in names)
-    return count or len(os.sched_getaffinity(0))
+def naive_bytes(config, length: int, num_heads: int, mode: str) -> int:
+    """Score buffers of implementations that hold float32 ``[B, H, N, N]`` matrices
+    (``attnjax.cost.naive_score_bytes``)."""
+    return cost.naive_score_bytes(length, heads=num_heads, batch=config.batch_size,
+                                  backward=mode == "fwd+bwd")
 
 
 def environment(config, threads: int) -> dict:
-    import jaxlib
-
-    def first(path: str, prefix: str) -> str | None:
-        try:
-            lines = Path(path).read_text().splitlines()
-        except OSError:
-            return None
-        return next((line.split(":", 1)[1].strip() for line in lines if line.startswith(prefix)),
-                    None)
-
-    env = {
-        "jax": jax.__version__, "jaxlib": jaxlib.__version__, "flax": flax.__version__,
-        "backend": jax.default_backend(), "devices": [str(d) for d in jax.devices()],
-        "cpu": first("/proc/cpuinfo", "model name"), "memory": first("/proc/meminfo", "MemTotal"),
-        "os_cpu_count": os.cpu_count(), "schedulable_cores": len(os.sched_getaffinity(0)),
-        "jax_cpu_threads": threads, "xla_flags": os.environ.get("XLA_FLAGS", ""),
-        "torch": None,
-    }
+    """``bench.environment`` plus torch's version and threads when torch is measured."""
+    env = {**bench.environment(threads), "torch": None}
     if "torch" in config.impls:
         try:
             torch = _import_torch()
@@ -377,6 +257,10 @@ def environment(config, threads: int) -> dict:
         except Unavailable as e:
             env["torch"] = str(e)
     return env
+
+
+def matmul_ceiling(config) -> dict:
+    return bench.matmul_ceiling(config.matmul_size, seed=config.seed, **bench.timing(config))
 
 
 # --------------------------------------------------------------------------- the sweep
@@ -486,10 +370,10 @@ def measure_row(impl, mode, causal, group: Group, inputs: Inputs, history, confi
         tic = time.perf_counter()
         prepared.call()
         row["first_call_seconds"] = time.perf_counter() - tic
-        row["peak_rss_increment_bytes"] = peak_rss_increment(prepared.call)
+        row["peak_rss_increment_bytes"] = bench.peak_rss_increment(prepared.call)
         # The whole process's resident peak during that call (since the reset above).
-        row["process_peak_bytes"] = _status_bytes("VmHWM")
-        row.update(time_calls(prepared.call, config))
+        row["process_peak_bytes"] = bench.status_bytes("VmHWM")
+        row.update(bench.time_calls(prepared.call, **bench.timing(config)))
     except Exception as e:  # noqa: BLE001 - e.g. an allocation failure at run time
         return {**row, "status": "error", "reason": f"{type(e).__name__}: {e}"}
     if row.pop("disturbed"):
@@ -514,12 +398,14 @@ def _check_config(config) -> None:
         raise ValueError(f"config.statistic must be 'best' or 'median', got {config.statistic!r}")
 
 
-def run(config: ml_collections.ConfigDict, run_dir: experiment.RunDir) -> dict:
+def measure(config: ml_collections.ConfigDict, run_dir: experiment.RunDir) -> dict:
+    """The sweep (one length at a time, every implementation at it), the matmul ceiling
+    before and after it, the environment, and everything fitted from the rows."""
     _check_config(config)
     groups = plan(config)
     total = sum(len(g.impls) * len(g.modes) * len(config.causal) for g in groups)
     ceiling = matmul_ceiling(config)
-    threads = config.torch_threads or jax_cpu_threads()
+    threads = config.torch_threads or bench.jax_cpu_threads()
     env = environment(config, threads)
     rows: list[dict] = []
     progress = tqdm(total=total, desc=NAME, unit="row")
@@ -549,17 +435,13 @@ def run(config: ml_collections.ConfigDict, run_dir: experiment.RunDir) -> dict:
     for row in rows:
         if row.get("gflop_per_second") is not None:
             row["percent_of_ceiling"] = 100.0 * row["gflop_per_second"] / best
-    results = {
+    return {
         "environment": env,
         "matmul_ceiling": {"gflop_per_second": best, "size": config.matmul_size,
                            "flops": 2.0 * config.matmul_size**3, "start_of_run": ceilings[0],
                            "end_of_run": ceilings[1]},
         **summarise(rows, config),
-        "figures": plot(rows, config, run_dir),
     }
-    results.update(verdict_of(results, config))
-    print(table(results, config))
-    return results
 
 
 def _add_ratios(block: list[dict]) -> None:
@@ -581,6 +463,9 @@ def summarise(rows: list[dict], config) -> dict:
         # For a machine that was never quiet: the same fits with the disturbed rows in.
         "fitted_exponent_including_disturbed": fitted_exponents(rows, config,
                                                                 ("ok", "disturbed")),
+        "exponent_interval": exponent_intervals(rows, config),
+        "exponent_interval_including_disturbed": exponent_intervals(rows, config,
+                                                                    ("ok", "disturbed")),
         "memory_exponent": memory_exponents(rows, config),
         "speedup_vs_xla": speedup_summary(rows, config),
         "fits_in_machine_memory": fits_in_memory(rows, config),
@@ -597,14 +482,6 @@ def _series(rows: list[dict], config) -> dict[tuple, list[dict]]:
     return out
 
 
-def _fit(points: list[tuple[int, float]]) -> dict | None:
-    if len(points) < 2:
-        return None
-    lengths, values = zip(*points, strict=True)
-    return {"exponent": fitted_exponent(lengths, values), "min_length": min(lengths),
-            "max_length": max(lengths), "points": len(points)}
-
-
 def fitted_exponents(rows, config, statuses=("ok",)) -> dict:
     """``{impl: {variant: {"n_ge_<min>": fit, "all": fit}}}``: slope of log time vs log N
     over the rows whose status is in ``statuses``."""
@@ -613,7 +490,27 @@ def fitted_exponents(rows, config, statuses=("ok",)) -> dict:
         points = [(r["length"], r["seconds"]) for r in series if r["status"] in statuses]
         long = [(n, s) for n, s in points if n >= config.fit_min_length]
         out.setdefault(impl, {})[variant_name(mode, causal)] = {
-            f"n_ge_{config.fit_min_length}": _fit(long), "all": _fit(points)}
+            f"n_ge_{config.fit_min_length}": bench.power_law_fit(long),
+            "all": bench.power_law_fit(points)}
+    return out
+
+
+def exponent_intervals(rows, config, statuses=("ok",)) -> dict:
+    """``{impl: {variant: {"mean", "ci95", "points"} | None}}``: the time exponent over the
+    undisturbed rows with N >= fit_min_length and its 95% interval from resampling each
+    length's timed rounds (``bench.slope_bootstrap``, same statistic as the fits); over the
+    rows whose status is in ``statuses``."""
+    out: dict = {}
+    for (impl, mode, causal), series in _series(rows, config).items():
+        long = [r for r in series if r["status"] in statuses
+                and r["length"] >= config.fit_min_length
+                and r.get("round_seconds")]
+        fit = None
+        if len({r["length"] for r in long}) >= 2:
+            fit = bench.slope_bootstrap([r["length"] for r in long],
+                                        [r["round_seconds"] for r in long],
+                                        statistic=config.statistic)
+        out.setdefault(impl, {})[variant_name(mode, causal)] = fit
     return out
 
 
@@ -626,7 +523,8 @@ def memory_exponents(rows, config) -> dict:
                   if _footprint(r) is not None and _footprint(r) >= RELIABLE_PEAK_BYTES]
         long = [(n, b) for n, b in points if n >= config.fit_min_length]
         out.setdefault(impl, {})[variant_name(mode, causal)] = {
-            f"n_ge_{config.fit_min_length}": _fit(long), "all": _fit(points)}
+            f"n_ge_{config.fit_min_length}": bench.power_law_fit(long),
+            "all": bench.power_law_fit(points)}
     return out
 
 
@@ -683,20 +581,22 @@ def _doubling_factor(rows, config, impl=PEER, mode="fwd+bwd", causal=False) -> f
     return float(np.median(factors)) if factors else None
 
 
-def verdict_of(results: dict, config) -> dict:
+def verdict(numbers: dict, config) -> dict:
+    """The pre-registered ``RULE`` applied to ``measure``'s numbers: each fitted series
+    passes or not, ``seed_verdict`` counts them."""
     lo, hi = config.quadratic_exponent_range
     key = f"n_ge_{config.fit_min_length}"
-    fits = [(impl, variant, f[key]) for impl, variants in results["fitted_exponent"].items()
+    fits = [(impl, variant, f[key]) for impl, variants in numbers["fitted_exponent"].items()
             for variant, f in variants.items() if f[key] is not None]
-    rows = results["rows"]
-    disturbed = results["status_counts"]["disturbed"]
+    rows = numbers["rows"]
+    disturbed = numbers["status_counts"]["disturbed"]
     note_disturbed = f"; {disturbed} disturbed rows left out" if disturbed else ""
     if not fits:
-        anyway = [f[key]["exponent"] for v in results["fitted_exponent_including_disturbed"]
+        anyway = [f[key]["exponent"] for v in numbers["fitted_exponent_including_disturbed"]
                   .values() for f in v.values() if f[key] is not None]
         hint = (f" (with them the exponents would be {min(anyway):.2f}-{max(anyway):.2f})"
                 if anyway else "")
-        return {"claim": CLAIM, "checks": {},
+        return {"checks": {},
                 "measured": f"no implementation had two undisturbed lengths >= "
                             f"{config.fit_min_length} to fit{note_disturbed}{hint}",
                 "verdict": "mixed: nothing could be fitted: other processes loaded the "
@@ -707,18 +607,18 @@ def verdict_of(results: dict, config) -> dict:
     n_lo = min(f["min_length"] for *_, f in fits)
     n_hi = max(f["max_length"] for *_, f in fits)
 
-    peer = results["fitted_exponent"].get(PEER, {})
-    peer_text = ", ".join(f"N^{peer[v][key]['exponent']:.2f} {v}" for v in peer
-                          if peer[v][key] is not None)
+    peer = numbers["exponent_interval"].get(PEER, {})
+    peer_text = ", ".join(f"N^{p['mean']:.2f} [{p['ci95'][0]:.2f}, {p['ci95'][1]:.2f}] {v}"
+                          for v, p in peer.items() if p is not None)
     parts = [f"over N={n_lo}-{n_hi} (B={config.batch_size}, H={config.num_heads}, "
-             f"D={config.head_dim}, fp32, {results['environment']['jax_cpu_threads']} CPU "
+             f"D={config.head_dim}, fp32, {numbers['environment']['jax_cpu_threads']} CPU "
              f"threads) time grows as " + (f"{peer_text} for jax.nn (xla); " if peer_text else "")
              + f"{len(inside)}/{len(exponents)} implementation/mode series have exponents in "
              f"[{lo}, {hi}] (all: {min(exponents.values()):.2f}-{max(exponents.values()):.2f})"]
     doubling = _doubling_factor(rows, config)
     if doubling is not None:
         parts.append(f"doubling N multiplied jax.nn's fwd+bwd time by {doubling:.2f}x (median)")
-    memory = {impl: m["fwd+bwd"][key] for impl, m in results["memory_exponent"].items()
+    memory = {impl: m["fwd+bwd"][key] for impl, m in numbers["memory_exponent"].items()
               if m.get("fwd+bwd") and m["fwd+bwd"][key] is not None}
     mem_text = [f"{impl} N^{m['exponent']:.2f}" for impl, m in memory.items()]
     if mem_text:
@@ -727,39 +627,86 @@ def verdict_of(results: dict, config) -> dict:
                default=None)
     if best is not None:
         parts.append(f"best row {best['percent_of_ceiling']:.0f}% of the "
-                     f"{results['matmul_ceiling']['gflop_per_second']:.0f} GFLOP/s matmul "
+                     f"{numbers['matmul_ceiling']['gflop_per_second']:.0f} GFLOP/s matmul "
                      f"ceiling ({best['impl']} {variant_name(best['mode'], best['causal'])} "
                      f"N={best['length']})")
     measured = "; ".join(parts) + note_disturbed
 
+    cls, count = experiment.seed_verdict([k in inside for k in exponents],
+                                         holds_at=config.verdict.holds_at,
+                                         fails_at=config.verdict.fails_at)
+    count = count.replace("seeds", "series")
+    reasons = [f"holds in {count}: time exponents over N={n_lo}-{n_hi} in [{lo}, {hi}]"]
+    if peer_text:
+        reasons.append(f"jax.nn (xla) {peer_text}")
+    if outside:
+        def listed(names):
+            return ", ".join(f"{k} N^{outside[k]:.2f}" for k in sorted(names)[:4])
+
+        above = [k for k, e in outside.items() if e > hi]
+        below = [k for k, e in outside.items() if e < lo]
+        if above:
+            reasons.append(f"{len(above)} grow faster than N^{hi} ({listed(above)}): doubling "
+                           "the tokens quadruples the work, and more than quadruples the time "
+                           "of the implementations whose N x N scores leave the cache")
+        if below:
+            reasons.append(f"{len(below)} grow slower than N^{lo} ({listed(below)}): fixed "
+                           "costs dominate at these lengths")
     # Said only where the same run also saw a quadratic peak, so that noise cannot say it.
     sub_quadratic_memory = {impl: m["exponent"] for impl, m in memory.items()
                             if m["exponent"] < 1.5}
-    if not any(m["exponent"] >= lo for m in memory.values()):
-        sub_quadratic_memory = {}
-    if not outside:
-        verdict = (f"claim holds: every time exponent over N >= {config.fit_min_length} is in "
-                   f"[{lo}, {hi}], so doubling the tokens roughly quadruples the time")
-        if sub_quadratic_memory:
-            verdict += " (the memory need not: peak memory grows as " + ", ".join(
-                f"N^{e:.2f} for {impl}" for impl, e in sub_quadratic_memory.items()) + ")"
-    elif inside:
-        worst = ", ".join(f"{k} N^{e:.2f}" for k, e in sorted(outside.items())[:4])
-        above = all(e > hi for e in outside.values())
-        verdict = (f"mixed: {len(inside)} of {len(exponents)} series grow as N^{lo}-N^{hi}, "
-                   + (f"the others faster than N^{hi} ({worst}): doubling the tokens "
-                      "quadruples the work, and more than quadruples the time of the "
-                      "implementations whose N x N scores leave the cache"
-                      if above else f"the others do not ({worst})"))
-    else:
-        direction = "slower" if max(outside.values()) < lo else "other"
-        verdict = (f"claim does not hold here: no series grows quadratically over "
-                   f"N={n_lo}-{n_hi} (exponents {min(exponents.values()):.2f}-"
-                   f"{max(exponents.values()):.2f})"
-                   + ("; fixed costs dominate at these lengths" if direction == "slower" else ""))
+    if sub_quadratic_memory and any(m["exponent"] >= lo for m in memory.values()):
+        reasons.append("the memory need not grow so: peak memory grows as " + ", ".join(
+            f"N^{e:.2f} for {impl}" for impl, e in sub_quadratic_memory.items()))
     checks = {"exponents": exponents, "quadratic_range": [lo, hi],
               "fwd_bwd_doubling_factor_xla": doubling}
-    return {"claim": CLAIM, "checks": checks, "measured": measured, "verdict": verdict}
+    return {"checks": checks, "measured": measured,
+            "verdict": f"{cls}: " + "; ".join(reasons) + note_disturbed}
+
+
+def metrics(numbers: dict, config) -> dict:
+    """Every fitted series' time exponent with its interval over the timed rounds
+    (``time_exponent/<impl> <variant>``), and the share of series in the quadratic range.
+    When no undisturbed series could be fitted, the same exponents over the disturbed rows
+    too (``time_exponent_including_disturbed/...``; the verdict does not use them)."""
+    out = {}
+    fitted = any(f is not None for v in numbers["exponent_interval"].values()
+                 for f in v.values())
+    source, prefix = ((numbers["exponent_interval"], "time_exponent") if fitted else
+                      (numbers["exponent_interval_including_disturbed"],
+                       "time_exponent_including_disturbed"))
+    for impl, variants in source.items():
+        for variant, fit in variants.items():
+            if fit is not None:
+                out[f"{prefix}/{impl} {variant}"] = {"mean": fit["mean"], "ci95": fit["ci95"],
+                                                     "lengths": fit["points"]}
+    exponents = verdict(numbers, config)["checks"].get("exponents", {})
+    if exponents:
+        lo, hi = config.quadratic_exponent_range
+        share = float(np.mean([lo <= e <= hi for e in exponents.values()]))
+        out["quadratic_series_share"] = {"mean": share, "ci95": [share, share],
+                                         "series": len(exponents), "exact": True}
+    return out
+
+
+def headline(metrics: dict) -> list[str]:
+    wanted = [f"time_exponent/{PEER} fwd+bwd", f"time_exponent/{PEER} fwd",
+              "quadratic_series_share", f"time_exponent_including_disturbed/{PEER} fwd+bwd",
+              f"time_exponent_including_disturbed/{PEER} fwd"]
+    return [name for name in wanted if name in metrics] or list(metrics)[:1]
+
+
+def run(config: ml_collections.ConfigDict, run_dir: experiment.RunDir) -> dict:
+    numbers = measure(config, run_dir)
+    judged = verdict(numbers, config)
+    scores = metrics(numbers, config)
+    if not scores:  # nothing fitted: the contract still needs a record
+        scores = {"fitted_series": {"mean": 0.0, "ci95": [0.0, 0.0], "exact": True}}
+    results = {**numbers, "claim": CLAIM, "rule": rule(config), **judged, "seeds": [],
+               "metrics": scores, "headline": headline(scores), "published": [],
+               "figures": plot(numbers, config, run_dir)}
+    print(table(results, config))
+    return results
 
 
 # --------------------------------------------------------------------------- output
@@ -819,7 +766,8 @@ def _reference_line(ax, peer_rows, value) -> None:
     ax.plot(lengths, v0 * (lengths / n0) ** 2, "k--", lw=1, alpha=0.6, label="∝ N² (at xla)")
 
 
-def plot(rows, config, run_dir) -> list[str]:
+def plot(numbers, config, run_dir) -> list[str]:
+    rows = numbers["rows"]
     mib = lambda r: _footprint(r) / 2**20 if _footprint(r) is not None else None
     return [
         _panels(rows, config, run_dir, "scaling_time",

@@ -284,3 +284,59 @@ def test_cli_cost_bad_argument_exits_2_naming_it(args, name, capsys):
         cli.main(["cost", *args])
     assert exit_info.value.code == 2
     assert name in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- kernel blocks
+
+
+@pytest.mark.parametrize("t, causal", [(64, False), (300, False), (4096, False), (4096, True),
+                                       (100_000, True)])
+def test_default_chunks_are_the_chunked_kernels_own_blocks(t, causal):
+    from attnjax.ops.chunked import default_blocks
+
+    result = attention_cost(t, heads=2, head_dim=8, causal=causal)
+    assert (result.chunk_q, result.chunk_k) == default_blocks(t, t, causal)
+    block_q, block_k = default_blocks(t, t, causal)
+    qkvo = qkvo_bytes(1, t, t, 2, 2, 8, 8, 4)
+    assert result.chunked_memory.per_layer == qkvo + 2 * t * 4 + 2 * block_q * block_k * 4
+
+
+def test_cli_cost_reports_the_kernels_blocks(capsys):
+    assert cli.main(["cost", "--seq-len", "8192", "--heads", "8", "--head-dim", "64",
+                     "--causal", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert (result["chunk_q"], result["chunk_k"]) == (256, 512)
+
+
+# --------------------------------------------------------------------------- benchmark counts
+
+
+def test_attention_matmul_flops_are_two_matmuls_forward_seven_with_recomputing_backward():
+    b, h, t, d = 2, 4, 64, 16
+    forward = 2 * (2 * b * h * t * t * d)
+    assert cost.attention_matmul_flops(t, heads=h, head_dim=d, batch=b) == forward
+    assert cost.attention_matmul_flops(t, heads=h, head_dim=d, batch=b, backward=True) == (
+        3.5 * forward)
+    assert cost.attention_matmul_flops(t, heads=h, head_dim=d, batch=b, backward=True,
+                                       recompute=False) == 3 * forward
+    causal = cost.attention_matmul_flops(t, heads=h, head_dim=d, batch=b, causal=True)
+    assert causal == 2 * 2 * b * h * (t * (t + 1) // 2) * d
+    # The softmax is the only difference from attention_cost's chunked count.
+    full = attention_cost(t, heads=h, head_dim=d, batch=b)
+    assert full.chunked_flops.per_layer - forward == b * h * t * t * cost.SOFTMAX_FLOPS
+
+
+def test_naive_score_bytes_are_two_or_six_float32_score_matrices():
+    assert cost.naive_score_bytes(128, heads=8) == 2 * 8 * 128 * 128 * 4
+    assert cost.naive_score_bytes(128, heads=8, batch=3, backward=True) == 6 * 3 * 8 * 128**2 * 4
+
+
+def test_recurrent_and_attention_layer_flops():
+    assert cost.recurrent_flops("lstm", 10, width=8, batch=2) == 2 * 2 * 10 * 4 * 2 * 64
+    assert cost.recurrent_flops("gru", 10, width=8, backward=True) == 3 * 2 * 10 * 3 * 2 * 64
+    with pytest.raises(ValueError, match="cell"):
+        cost.recurrent_flops("transformer", 10, width=8)
+    layer = cost.attention_layer_flops(32, width=16, heads=4, batch=2)
+    assert layer == 2 * 2 * 32 * 4 * 16 * 16 + 2 * 2 * 2 * 32 * 32 * 16
+    with pytest.raises(ValueError, match="heads must divide width"):
+        cost.attention_layer_flops(32, width=16, heads=3)
