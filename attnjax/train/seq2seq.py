@@ -88,6 +88,13 @@ def decode(model: nn.Module, params: Any, source: Array, *, max_len: int, beam_s
     return beam_search(step_fn, state, beam_size=beam_size, **common)[0]
 
 
+@partial(jax.jit, static_argnums=0)
+def _teacher_forced(model: nn.Module, params: Any, source: Array, target_in: Array) -> Array:
+    # Module-level and keyed by the (hashable) module: one compilation per model and shape
+    # across calls, where a jit built inside evaluate_seq2seq recompiled on every call.
+    return model.apply({"params": params}, source, target_in)
+
+
 def _padded_batches(arrays: dict[str, np.ndarray], batch_size: int):
     """Fixed-shape batches (the last one padded with copies of row 0) and their real sizes,
     so that evaluation compiles once."""
@@ -117,10 +124,9 @@ def evaluate_seq2seq(
     """
     target_out = arrays["target_out"]
     max_len = max_len or target_out.shape[1]
-    forward = jax.jit(lambda p, s, t: model.apply({"params": p}, s, t))
     predictions, loss_sum, correct_sum, weight_sum = [], 0.0, 0.0, 0.0
     for batch, real in _padded_batches(arrays, batch_size):
-        logits = forward(params, batch["source"], batch["target_in"])[:real]
+        logits = _teacher_forced(model, params, batch["source"], batch["target_in"])[:real]
         targets = batch["target_out"][:real]
         weights = targets != PAD_ID
         loss, weight = cross_entropy(logits, targets, weights)

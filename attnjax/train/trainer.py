@@ -295,6 +295,9 @@ def train(
         raise ValueError("`seeds` is empty: train at least one seed")
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"`seeds` has repeats: {list(seeds)}")
+    # Configs hold "auto"/"true"/"false" (a str field, so --config.vmap_seeds=false works).
+    if isinstance(vmap_seeds, str) and vmap_seeds.lower() in ("true", "1", "false", "0"):
+        vmap_seeds = vmap_seeds.lower() in ("true", "1")
     if vmap_seeds not in (True, False, "auto"):
         raise ValueError(f"`vmap_seeds` must be True, False or 'auto', got {vmap_seeds!r}")
     rates = [float(config["learning_rate"])] if learning_rates is None else \
@@ -441,18 +444,26 @@ class _VmappedGroup:
         self.batches = batches
         self.optimizer = optimizer_from_config(config, unit_learning_rate=True)
         self.dropout_keys = jnp.stack([r.key("dropout") for r in self.rngs])
-        init_keys = jnp.stack([r.key("init") for r in self.rngs])
+        init_keys = [r.key("init") for r in self.rngs]
         optimizer = self.optimizer
+        # One jitted init per member (the same compiled program), stacked, rather than
+        # jit(vmap(init)): with jax 0.10.2 on CPU, running the vmapped init of flax's LSTM
+        # and GRU-with-attention seq2seq modules never returns (compiles, then blocks).
+        # Initialisation is a small part of a run, and the numbers are the same.
+        init_one = jax.jit(init)
 
         @jax.jit
-        def stacked_init(keys, learning_rates):
-            params = jax.vmap(init)(keys)
+        def stacked_state(params, learning_rates):
             state = jax.vmap(lambda p: TrainState.create(p, optimizer))(params)
             return state.replace(opt_state=_set_member_learning_rates(state.opt_state,
                                                                       learning_rates))
 
-        self._init = lambda: stacked_init(
-            init_keys, jnp.asarray([m.learning_rate for m in members], jnp.float32))
+        def stacked_init():
+            params = jax.tree.map(lambda *xs: jnp.stack(xs), *[init_one(k) for k in init_keys])
+            return stacked_state(
+                params, jnp.asarray([m.learning_rate for m in members], jnp.float32))
+
+        self._init = stacked_init
         step = make_train_step(loss_fn, optimizer, jit=False)
         self.step = jax.jit(jax.vmap(step), donate_argnums=0)
         self.bytes = None
