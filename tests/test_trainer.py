@@ -84,7 +84,8 @@ def test_a_learning_rate_sweep_is_one_program_whose_members_match_single_rate_ru
 
 
 def test_bad_train_configs_are_refused_naming_the_field():
-    with pytest.raises(ValueError, match=r"train.warmup_steps=100 must be in \[0, train.num_steps=50\]"):
+    message = r"train.warmup_steps=100 must be in \[0, train.num_steps=50\]"
+    with pytest.raises(ValueError, match=message):
         train.check_train_config({**CONFIG, "num_steps": 50, "warmup_steps": 100})
     with pytest.raises(ValueError, match="train.learning_rate"):
         train.check_train_config({**CONFIG, "learning_rate": 0.0})
