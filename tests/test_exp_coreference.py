@@ -13,16 +13,14 @@ import pytest
 from attnjax import analysis, experiment, nn
 from attnjax.data import coreference
 from experiments import coreference as exp
+from tests.helpers import run_smoke
 
 SMOKE = "configs/coreference.py:smoke"
 
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    config = experiment.load_config(SMOKE)
-    run_dir = experiment.RunDir.create("coreference", tmp_path_factory.mktemp("coreference"))
-    results = experiment.run_experiment("coreference", exp.run, config, run_dir)
-    return config, run_dir, results
+    return run_smoke("coreference", exp.run, tmp_path_factory)
 
 
 # --------------------------------------------------------------------------- data

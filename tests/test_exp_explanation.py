@@ -11,16 +11,14 @@ import pytest
 from attnjax import analysis, experiment
 from attnjax.data.sentiment import SentimentTask
 from experiments import explanation
+from tests.helpers import run_smoke
 
 SMOKE = "configs/explanation.py:smoke"
 
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    config = experiment.load_config(SMOKE)
-    run_dir = experiment.RunDir.create("explanation", tmp_path_factory.mktemp("explanation"))
-    results = experiment.run_experiment("explanation", explanation.run, config, run_dir)
-    return config, run_dir, results
+    return run_smoke("explanation", explanation.run, tmp_path_factory)
 
 
 # --------------------------------------------------------------------------- interventions

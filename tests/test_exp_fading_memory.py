@@ -10,16 +10,14 @@ import pytest
 from attnjax import experiment
 from attnjax.data import recall
 from experiments import fading_memory as exp
+from tests.helpers import run_smoke
 
 SMOKE = "configs/fading_memory.py:smoke"
 
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    config = experiment.load_config(SMOKE)
-    run_dir = experiment.RunDir.create("fading_memory", tmp_path_factory.mktemp("fading"))
-    results = experiment.run_experiment("fading_memory", exp.run, config, run_dir)
-    return config, run_dir, results
+    return run_smoke("fading_memory", exp.run, tmp_path_factory)
 
 
 # --------------------------------------------------------------------------- data

@@ -8,16 +8,14 @@ import pytest
 
 from attnjax import analysis, experiment
 from experiments import heads
+from tests.helpers import run_smoke
 
 SMOKE = "configs/heads.py:smoke"
 
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    config = experiment.load_config(SMOKE)
-    run_dir = experiment.RunDir.create("heads", tmp_path_factory.mktemp("heads"))
-    results = experiment.run_experiment("heads", heads.run, config, run_dir)
-    return config, run_dir, results
+    return run_smoke("heads", heads.run, tmp_path_factory)
 
 
 def _th():

@@ -6,14 +6,12 @@ import pytest
 
 from attnjax import cost, experiment
 from experiments import parallelism
+from tests.helpers import run_smoke
 
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    config = experiment.load_config("configs/parallelism.py:smoke")
-    run_dir = experiment.RunDir.create("parallelism", tmp_path_factory.mktemp("parallelism"))
-    results = experiment.run_experiment("parallelism", parallelism.run, config, run_dir)
-    return config, run_dir, results
+    return run_smoke("parallelism", parallelism.run, tmp_path_factory)
 
 
 def test_parallelism_smoke_times_both_layers_at_every_length(smoke):

@@ -10,14 +10,12 @@ import pytest
 
 from attnjax import cost, experiment
 from experiments import scaling
+from tests.helpers import run_smoke
 
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    config = experiment.load_config("configs/scaling.py:smoke")
-    run_dir = experiment.RunDir.create("scaling", tmp_path_factory.mktemp("scaling"))
-    results = experiment.run_experiment("scaling", scaling.run, config, run_dir)
-    return config, run_dir, results
+    return run_smoke("scaling", scaling.run, tmp_path_factory)
 
 
 @pytest.mark.parametrize("is_causal", [False, True])

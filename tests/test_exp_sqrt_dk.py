@@ -12,20 +12,9 @@ from attnjax import analysis, experiment, ops
 from attnjax.nn import MultiHeadAttention
 from attnjax.nn.attention_only import attention_only_lm
 from experiments import REGISTRY, sqrt_dk
+from tests.helpers import leaves
 
 SMOKE = "configs/sqrt_dk.py:smoke"
-
-
-def _leaves(obj):
-    """Every number in a nested JSON object."""
-    if isinstance(obj, dict):
-        for value in obj.values():
-            yield from _leaves(value)
-    elif isinstance(obj, list):
-        for value in obj:
-            yield from _leaves(value)
-    elif isinstance(obj, int | float) and not isinstance(obj, bool):
-        yield obj
 
 
 # --------------------------------------------------------------------------- the math
@@ -170,7 +159,7 @@ def test_smoke_results_meet_the_contract(smoke_run):
             metric["ci95"][1]
     assert {"median_grad_ratio_dk64", "median_grad_ratio_dk128",
             "final_loss_gap_dk64"} <= set(stored["metrics"])
-    assert all(math.isfinite(x) for x in _leaves(stored["metrics"]))
+    assert all(math.isfinite(x) for x in leaves(stored["metrics"]))
     for figure in stored["figures"]:
         assert (workdir / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

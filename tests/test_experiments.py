@@ -19,18 +19,6 @@ from tests.conftest import REPO_ROOT
 SMOKE = "configs/sqrt_dk.py:smoke"
 
 
-def _leaves(obj):
-    """Every number in a nested JSON object."""
-    if isinstance(obj, dict):
-        for value in obj.values():
-            yield from _leaves(value)
-    elif isinstance(obj, list):
-        for value in obj:
-            yield from _leaves(value)
-    elif isinstance(obj, int | float) and not isinstance(obj, bool):
-        yield obj
-
-
 # --------------------------------------------------------------------------- configs
 
 ALL_TYPES_CONFIG = """
