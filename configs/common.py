@@ -40,7 +40,7 @@ def base(variant: str, *, seeds_full: int = SEEDS["full"]) -> ml_collections.Con
     c = ml_collections.ConfigDict()
     c.variant = variant
     c.seeds = seeds(variant, full=seeds_full)
-    c.vmap_seeds = "auto"  # True / False / "auto" (attnjax.train.train)
+    c.vmap_seeds = "auto"  # "auto" / "true" / "false" (attnjax.train.train)
     c.verdict = ml_collections.ConfigDict()
     c.verdict.holds_at = 0.8
     c.verdict.fails_at = 0.2

@@ -126,7 +126,7 @@ def get_config(arg=None):
         c.transformer.mlp_dim = 64
         c.transformer.num_layers = 1
         c.rnn.embed_dim = 16
-        c.rnn.vmap_seeds = True
+        c.rnn.vmap_seeds = "true"
         common.smoke_train(c.train, num_steps=12, batch_size=16)
         c.learning_rates = (1e-3, 3e-3)
         c.ibm1.iterations = 3

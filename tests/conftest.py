@@ -45,6 +45,9 @@ def tour_smoke(tmp_path_factory):
     return workdir, status
 
 
+SMOKE_FIXTURES = {"smoke", "smoke_run", "straight_run"}
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the markers
 def pytest_collection_modifyitems(config, items):
     """Groups for ``pytest -n 2 --dist loadgroup`` (pytest-xdist): every test that reads the
@@ -56,5 +59,7 @@ def pytest_collection_modifyitems(config, items):
         tour = "tour_smoke" in getattr(item, "fixturenames", ())
         group = "tour" if tour else item.module.__name__
         item.add_marker(pytest.mark.xdist_group(group))
-        if tour:  # the shared smoke tour trains every experiment: not in the fast tier
+        # The shared smoke tour and each experiment's smoke-run fixture train models: not
+        # in the fast tier.
+        if tour or SMOKE_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
