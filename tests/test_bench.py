@@ -51,10 +51,15 @@ def test_repeat_summary_bootstraps_over_the_timed_rounds():
         bench.repeat_summary([1.0, 2.0], "max")
 
 
-def test_neighbour_load_returns_a_number_of_cores():
+def test_neighbour_load_sees_a_busy_child_process():
+    import subprocess
+    import sys
+
+    busy = "import time\nt = time.time()\nwhile time.time() - t < 0.8: pass"
     with bench.NeighbourLoad() as load:
-        time.sleep(0.05)
-    assert isinstance(load.cores, float) and load.cores >= 0.0
+        subprocess.run([sys.executable, "-c", busy], check=True, timeout=30)
+    # The child spins one core for most of the window: other processes' CPU >= 0.5 cores.
+    assert isinstance(load.cores, float) and load.cores >= 0.5
     assert bench.jiffies() > 0
 
 
