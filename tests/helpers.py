@@ -1,14 +1,25 @@
 """Helpers shared by the test modules."""
 
+import json
+
+import pytest
+
 from attnjax import experiment
 
 
-def run_smoke(name: str, run_fn, tmp_path_factory, variant: str = "smoke"):
-    """Runs experiment ``name``'s smoke variant into a fresh folder, as the tour does;
-    returns ``(config, run_dir, results)``."""
-    config = experiment.load_config(f"configs/{name}.py:{variant}")
-    run_dir = experiment.RunDir.create(name, tmp_path_factory.mktemp(name))
-    return config, run_dir, experiment.run_experiment(name, run_fn, config, run_dir)
+def tour_run(tour_smoke, name: str):
+    """Experiment ``name``'s run in the shared smoke tour (``tour_smoke`` fixture: the tour
+    runs every smoke variant once per session); returns ``(config, run_dir, results)`` with
+    ``results`` as stored in ``results.json``. Fails with the experiment's traceback if it
+    crashed in the tour."""
+    workdir, _ = tour_smoke
+    run_dir = experiment.RunDir(workdir / name)
+    if not run_dir.results_path.exists():
+        error = run_dir.path / "error.txt"
+        detail = error.read_text() if error.exists() else "no results.json and no error.txt"
+        pytest.fail(f"{name} did not finish in the smoke tour:\n{detail}")
+    config = experiment.load_config(f"configs/{name}.py:smoke")
+    return config, run_dir, json.loads(run_dir.results_path.read_text())
 
 
 def leaves(obj):

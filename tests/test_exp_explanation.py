@@ -11,14 +11,14 @@ import pytest
 from attnjax import analysis, experiment
 from attnjax.data.sentiment import SentimentTask
 from experiments import explanation
-from tests.helpers import run_smoke
+from tests.helpers import tour_run
 
 SMOKE = "configs/explanation.py:smoke"
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    return run_smoke("explanation", explanation.run, tmp_path_factory)
+def smoke(tour_smoke):
+    return tour_run(tour_smoke, "explanation")
 
 
 # --------------------------------------------------------------------------- interventions

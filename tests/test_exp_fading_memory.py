@@ -10,14 +10,14 @@ import pytest
 from attnjax import experiment
 from attnjax.data import recall
 from experiments import fading_memory as exp
-from tests.helpers import run_smoke
+from tests.helpers import tour_run
 
 SMOKE = "configs/fading_memory.py:smoke"
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    return run_smoke("fading_memory", exp.run, tmp_path_factory)
+def smoke(tour_smoke):
+    return tour_run(tour_smoke, "fading_memory")
 
 
 # --------------------------------------------------------------------------- data

@@ -8,14 +8,14 @@ import pytest
 
 from attnjax import analysis, experiment
 from experiments import heads
-from tests.helpers import run_smoke
+from tests.helpers import tour_run
 
 SMOKE = "configs/heads.py:smoke"
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    return run_smoke("heads", heads.run, tmp_path_factory)
+def smoke(tour_smoke):
+    return tour_run(tour_smoke, "heads")
 
 
 def _th():

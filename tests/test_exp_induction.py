@@ -2,6 +2,7 @@
 
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from attnjax import experiment
 from attnjax.data import induction
 from experiments import REGISTRY
 from experiments import induction as exp
+from tests.helpers import tour_run
 
 SMOKE = "configs/induction.py:smoke"
 
@@ -127,12 +129,9 @@ def test_variants_follow_the_seed_protocol():
 
 
 @pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("induction_smoke")
-    config = experiment.load_config(SMOKE)
-    results = experiment.run_experiment("induction", exp.run, config,
-                                        experiment.RunDir.create("induction", workdir))
-    return workdir, config, results
+def smoke_run(tour_smoke):
+    config, run_dir, results = tour_run(tour_smoke, "induction")
+    return run_dir.path, config, results
 
 
 def test_smoke_results_meet_the_contract(smoke_run):
@@ -147,7 +146,9 @@ def test_smoke_results_meet_the_contract(smoke_run):
         assert len(metric["per_seed"]) == 2
         assert metric["ci95"][0] <= metric["mean"] <= metric["ci95"][1]
     assert set(stored["timeline"]) == {"induction_head_step", "icl_step", "together"}
-    assert stored["published"] and stored["published"][0]["source"].startswith("Olsson")
+    assert [p["value"] for p in stored["published"]] == [
+        0.4, "no induction heads", "2.5e9 to 5e9 tokens"]  # Olsson et al. 2022, quoted
+    assert all(p["source"].startswith("Olsson et al. 2022") for p in stored["published"])
     assert (workdir / "induction.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -174,9 +175,12 @@ def test_smoke_history_has_head_scores_of_every_seed_and_arm(smoke_run):
     assert curve["step"] == steps
 
 
-def test_rerunning_a_finished_run_keeps_its_history_and_numbers(smoke_run):
+def test_rerunning_a_finished_run_keeps_its_history_and_numbers(smoke_run, tmp_path):
     # The old bug: a restart deleted metrics.jsonl and the timeline came from the rest.
-    workdir, config, results = smoke_run
+    # (A copy of the tour's run folder, checkpoints included: the tour's stays as it was.)
+    tour_dir, config, results = smoke_run
+    workdir = tmp_path / "induction"
+    shutil.copytree(tour_dir, workdir)
     before = (workdir / "metrics.jsonl").read_text()
     again = experiment.run_experiment("induction", exp.run, config,
                                       experiment.RunDir.create("induction", workdir))

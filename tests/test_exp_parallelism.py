@@ -6,12 +6,12 @@ import pytest
 
 from attnjax import cost, experiment
 from experiments import parallelism
-from tests.helpers import run_smoke
+from tests.helpers import tour_run
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    return run_smoke("parallelism", parallelism.run, tmp_path_factory)
+def smoke(tour_smoke):
+    return tour_run(tour_smoke, "parallelism")
 
 
 def test_parallelism_smoke_times_both_layers_at_every_length(smoke):

@@ -13,6 +13,7 @@ from attnjax import experiment, pretrained
 from attnjax.analysis import lexical
 from attnjax.data import wsc
 from experiments import _minilm, contextual_meaning, pretrained_heads, retrieval
+from tests.helpers import tour_run
 
 needs_minilm = pytest.mark.skipif(
     not pretrained.minilm_available(),
@@ -126,14 +127,12 @@ def test_wsc_twin_pairs_flip_their_answer_and_name_both_candidates():
 
 
 @pytest.fixture(scope="module", params=sorted(MODULES))
-def smoke(request, tmp_path_factory):
+def smoke(request, tour_smoke):
     if not pretrained.minilm_available():
         pytest.skip(f"all-MiniLM-L6-v2 not installed ({pretrained.MINILM_INSTALL})")
     name = request.param
-    config = experiment.load_config(f"configs/{name}.py:smoke")
-    run_dir = experiment.RunDir.create(name, tmp_path_factory.mktemp(name))
-    results = experiment.run_experiment(name, MODULES[name].run, config, run_dir)
-    return name, config, run_dir, experiment.to_json(results)
+    config, run_dir, results = tour_run(tour_smoke, name)
+    return name, config, run_dir, results
 
 
 @needs_minilm

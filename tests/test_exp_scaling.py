@@ -10,12 +10,12 @@ import pytest
 
 from attnjax import cost, experiment
 from experiments import scaling
-from tests.helpers import run_smoke
+from tests.helpers import tour_run
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    return run_smoke("scaling", scaling.run, tmp_path_factory)
+def smoke(tour_smoke):
+    return tour_run(tour_smoke, "scaling")
 
 
 @pytest.mark.parametrize("is_causal", [False, True])

@@ -12,7 +12,7 @@ from attnjax import analysis, experiment, ops
 from attnjax.nn import MultiHeadAttention
 from attnjax.nn.attention_only import attention_only_lm
 from experiments import REGISTRY, sqrt_dk
-from tests.helpers import leaves
+from tests.helpers import leaves, tour_run
 
 SMOKE = "configs/sqrt_dk.py:smoke"
 
@@ -136,12 +136,9 @@ def test_default_is_the_full_variant_with_five_seeds_judged_at_64_and_128():
 
 
 @pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("sqrt_dk_smoke")
-    config = experiment.load_config(SMOKE)
-    results = experiment.run_experiment("sqrt_dk", sqrt_dk.run, config,
-                                        experiment.RunDir.create("sqrt_dk", workdir))
-    return workdir, config, results
+def smoke_run(tour_smoke):
+    config, run_dir, results = tour_run(tour_smoke, "sqrt_dk")
+    return run_dir.path, config, results
 
 
 def test_smoke_results_meet_the_contract(smoke_run):

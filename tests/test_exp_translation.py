@@ -6,19 +6,16 @@ import json
 import numpy as np
 import pytest
 
-from attnjax import experiment
 from experiments import translation
+from tests.helpers import tour_run
 
 NAME = "translation"
 
 
 @pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp(NAME)
-    config = experiment.load_config("configs/translation.py:smoke")
-    results = experiment.run_experiment(
-        NAME, translation.run, config, experiment.RunDir.create(NAME, workdir))
-    return workdir, config, results
+def smoke_run(tour_smoke):
+    config, run_dir, results = tour_run(tour_smoke, "translation")
+    return run_dir.path, config, results
 
 
 def test_results_follow_the_contract_with_one_value_per_seed(smoke_run):

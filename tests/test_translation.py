@@ -143,6 +143,21 @@ def test_scan_rule_is_accuracy_only(config):
     assert "alignment" in exp.rule_text(scan) and "SCAN" in exp.rule_text(scan)
 
 
+@pytest.mark.parametrize("variant, overall_best, best", [
+    ("scan_simple", 0.997, 0.998), ("scan_length", 0.138, 0.208), ("scan_addjump", 0.0008, 0.012)])
+def test_scan_reports_lake_and_baroni_beside_our_arms(variant, overall_best, best):
+    # Their two figures per split (overall-best network, top architecture for the split),
+    # from the paper's text; ours are the arms' test exact match.
+    config = experiment.load_config(f"configs/translation.py:{variant}")
+    metrics = {f"{arm}_exact_match": {"mean": 0.5 + i / 10}
+               for i, arm in enumerate(config.models)}
+    rows = exp.published(config, metrics)
+    assert [r["value"] for r in rows] == [overall_best, best]
+    assert all(r["source"].startswith("Lake & Baroni 2018") for r in rows)
+    assert rows[0]["ours"] == "transformer 0.500; gru_attention 0.600"
+    assert exp.published(experiment.load_config("configs/translation.py:tour"), metrics) == []
+
+
 def test_diagonal_links_are_monotonic_and_cover_every_target_word():
     links = analysis.diagonal_links(5, 3)
     assert links == {(0, 0), (2, 1), (4, 2)}
