@@ -24,7 +24,9 @@ ACTIVATIONS = {
     "relu": nn.relu,
     "gelu": nn.gelu,  # tanh approximation
     "gelu_exact": lambda x: nn.gelu(x, approximate=False),
+    "silu": nn.silu,  # x * sigmoid(x), the "swish" of SwiGLU (Llama)
 }
+NORMS = ("layernorm", "rmsnorm")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,9 +49,17 @@ class TransformerConfig:
       tie_embeddings: output projection = transposed decoder token embedding (Press & Wolf 2017).
       normalize_qk: LayerNorm on queries and keys (QK-norm).
       pad_id: padding token id, masked out of attention.
-      activation: ``"relu"`` (the paper), ``"gelu"`` (tanh approximation, flax's default) or
-        ``"gelu_exact"`` (the erf form, BERT's ``hidden_act="gelu"``).
-      layer_norm_epsilon: epsilon of every LayerNorm (BERT: 1e-12).
+      activation: ``"relu"`` (the paper), ``"gelu"`` (tanh approximation, flax's default),
+        ``"gelu_exact"`` (the erf form, BERT's ``hidden_act="gelu"``) or ``"silu"``.
+      gated_mlp: a gated MLP ``wo(act(wi_0 x) * wi_1 x)`` (Shazeer 2020; with ``"silu"`` it
+        is Llama's SwiGLU) instead of ``wo(act(wi x))``.
+      norm: ``"layernorm"`` or ``"rmsnorm"`` (Zhang & Sennrich 2019; Llama: no mean
+        subtraction, no bias), for every norm of the model.
+      layer_norm_epsilon: epsilon of every norm (BERT: 1e-12, Llama: 1e-5).
+      use_bias: biases in the attention and MLP projections (Llama has none).
+      scale_tied_logits: with tied embeddings, divide the logits by sqrt(model_dim) (the
+        unit-variance embeddings of attnjax's own models); False for imported models whose
+        logits are the plain ``x @ E^T`` (Llama, GPT-2).
       type_vocab_size: > 0 adds token-type (segment) embeddings to the encoder input (BERT).
       embedding_norm: LayerNorm on the encoder's summed input embeddings (BERT).
       decode: build modules for step-by-step decoding with a KV cache.
@@ -78,7 +88,11 @@ class TransformerConfig:
     normalize_qk: bool = False
     pad_id: int = 0
     activation: str = "relu"
+    gated_mlp: bool = False
+    norm: str = "layernorm"
     layer_norm_epsilon: float = 1e-6
+    use_bias: bool = True
+    scale_tied_logits: bool = True
     type_vocab_size: int = 0
     embedding_norm: bool = False
     rope_base: float = 10_000.0
@@ -97,6 +111,10 @@ class TransformerConfig:
                 f"TransformerConfig: `num_heads`={self.num_heads} must divide "
                 f"model_dim={self.model_dim}"
             )
+        if self.norm not in NORMS:
+            raise ValueError(
+                f"TransformerConfig: `norm` must be one of {NORMS}, got {self.norm!r}"
+            )
         if self.activation not in ACTIVATIONS:
             raise ValueError(
                 f"TransformerConfig: `activation` must be one of {tuple(ACTIVATIONS)}, got "
@@ -110,6 +128,13 @@ class TransformerConfig:
 
     def replace(self, **changes) -> TransformerConfig:
         return dataclasses.replace(self, **changes)
+
+
+def make_norm(cfg: TransformerConfig, name: str) -> nn.Module:
+    """The config's norm (``LayerNorm`` or ``RMSNorm``) with its epsilon, named ``name``."""
+    if cfg.norm == "rmsnorm":
+        return nn.RMSNorm(epsilon=cfg.layer_norm_epsilon, dtype=cfg.dtype, name=name)
+    return nn.LayerNorm(epsilon=cfg.layer_norm_epsilon, dtype=cfg.dtype, name=name)
 
 
 class PositionEmbedding(nn.Module):
@@ -149,7 +174,8 @@ class PositionEmbedding(nn.Module):
 
 
 class MlpBlock(nn.Module):
-    """Position-wise feed-forward network ``W2 act(W1 x)``."""
+    """Position-wise feed-forward network ``wo act(wi x)``, or gated
+    ``wo (act(wi_0 x) * wi_1 x)`` (``config.gated_mlp``; SwiGLU with ``"silu"``)."""
 
     config: TransformerConfig
 
@@ -157,9 +183,14 @@ class MlpBlock(nn.Module):
     def __call__(self, x: Array, *, deterministic: bool = True) -> Array:
         cfg = self.config
         activation = ACTIVATIONS[cfg.activation]
-        h = activation(nn.Dense(cfg.mlp_dim, dtype=cfg.dtype, name="wi")(x))
+        dense = lambda features, name: nn.Dense(  # noqa: E731
+            features, use_bias=cfg.use_bias, dtype=cfg.dtype, name=name)
+        if cfg.gated_mlp:
+            h = activation(dense(cfg.mlp_dim, "wi_0")(x)) * dense(cfg.mlp_dim, "wi_1")(x)
+        else:
+            h = activation(dense(cfg.mlp_dim, "wi")(x))
         h = nn.Dropout(cfg.dropout_rate)(h, deterministic=deterministic)
-        return nn.Dense(x.shape[-1], dtype=cfg.dtype, name="wo")(h)
+        return dense(x.shape[-1], "wo")(h)
 
 
 class _Residual(nn.Module):
@@ -170,14 +201,17 @@ class _Residual(nn.Module):
     @nn.compact
     def __call__(self, x: Array, sublayer, *, deterministic: bool) -> Array:
         cfg = self.config
-        norm = nn.LayerNorm(epsilon=cfg.layer_norm_epsilon, dtype=cfg.dtype, name="norm")
+        norm = make_norm(cfg, "norm")
         h = sublayer(norm(x) if cfg.pre_ln else x)
         h = nn.Dropout(cfg.dropout_rate)(h, deterministic=deterministic)
         return x + h if cfg.pre_ln else norm(x + h)
 
 
 def _attention(cfg: TransformerConfig, name: str, *, self_attention: bool) -> nn.Module:
+    # Passed only when set, so an `attention_cls` without these fields still fits.
     scale = {} if cfg.attention_scale is None else {"scale": cfg.attention_scale}
+    if not cfg.use_bias:
+        scale["use_bias"] = False
     return (cfg.attention_cls or MultiHeadAttention)(
         num_heads=cfg.num_heads,
         num_kv_heads=cfg.num_kv_heads,
@@ -307,7 +341,7 @@ class Encoder(nn.Module):
             types = jnp.zeros_like(tokens) if token_types is None else token_types
             x = x + nn.Embed(cfg.type_vocab_size, cfg.model_dim, name="token_type")(types)
         if cfg.embedding_norm:
-            x = nn.LayerNorm(epsilon=cfg.layer_norm_epsilon, dtype=cfg.dtype, name="embed_norm")(x)
+            x = make_norm(cfg, "embed_norm")(x)
         x = nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
         mask = ops.padding_mask_from_tokens(tokens, pad_id=cfg.pad_id)
         for i in range(cfg.num_layers):
@@ -316,7 +350,7 @@ class Encoder(nn.Module):
             )
         if not cfg.pre_ln:
             return x
-        return nn.LayerNorm(epsilon=cfg.layer_norm_epsilon, dtype=cfg.dtype, name="final_norm")(x)
+        return make_norm(cfg, "final_norm")(x)
 
 
 class Decoder(nn.Module):
@@ -368,10 +402,11 @@ class Decoder(nn.Module):
                 deterministic=deterministic,
             )
         if cfg.pre_ln:
-            x = nn.LayerNorm(epsilon=cfg.layer_norm_epsilon, dtype=cfg.dtype, name="final_norm")(x)
+            x = make_norm(cfg, "final_norm")(x)
         if cfg.tie_embeddings:
-            return embed.attend(x) / math.sqrt(cfg.model_dim)
-        return nn.Dense(self.vocab_size, dtype=cfg.dtype, name="logits")(x)
+            logits = embed.attend(x)
+            return logits / math.sqrt(cfg.model_dim) if cfg.scale_tied_logits else logits
+        return nn.Dense(self.vocab_size, use_bias=cfg.use_bias, dtype=cfg.dtype, name="logits")(x)
 
 
 class EncoderDecoder(nn.Module):
