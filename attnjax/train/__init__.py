@@ -1,5 +1,5 @@
 """Training: the trainer (``train``: seeds vmapped, resumable), loop and checkpoints,
-losses, optimiser, decoding, seq2seq evaluation."""
+losses, optimiser, decoding, sampling from a decoder-only LM, seq2seq evaluation."""
 
 from attnjax.train.classify import (
     classification_loss_fn,
@@ -20,6 +20,7 @@ from attnjax.train.loop import (
 )
 from attnjax.train.losses import cross_entropy, sequence_exact_match, token_accuracy
 from attnjax.train.optim import learning_rate_schedule, make_optimizer
+from attnjax.train.sampling import generate, prefill, sample_logits
 from attnjax.train.seq2seq import (
     decode,
     evaluate_seq2seq,
@@ -60,6 +61,7 @@ __all__ = [
     "evaluate_seq2seq",
     "fit",
     "fit_classifier",
+    "generate",
     "greedy_decode",
     "learning_rate_schedule",
     "make_batch_fn",
@@ -67,6 +69,8 @@ __all__ = [
     "make_train_step",
     "map_in_batches",
     "predict",
+    "prefill",
+    "sample_logits",
     "seq2seq_loss_fn",
     "sequence_exact_match",
     "tile_beams",
