@@ -122,5 +122,23 @@ REGISTRY: dict[str, Experiment] = {
             "and each holds about 1/n of the memory while the communication grows only "
             "linearly with length; sharded training learns exactly what one device learns",
         ),
+        Experiment(
+            name="lm_induction",
+            claim="in a real LLM, in-context learning shows as attention patterns: on a "
+            "repeated random sequence, induction heads attend to the token after the previous "
+            "occurrence, and removing them removes the in-context gain",
+        ),
+        Experiment(
+            name="logit_lens",
+            claim="attention layers build meaning up through depth: read through the "
+            "unembedding, the residual stream reaches the model's next-token prediction only "
+            "in the later layers",
+        ),
+        Experiment(
+            name="lm_coreference",
+            claim="in a real causal LLM, 'it' in 'The trophy didn't fit in the suitcase "
+            "because it was too big' attends to its antecedent: some head picks the right "
+            "candidate on Winograd schemas",
+        ),
     )
 }

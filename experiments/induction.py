@@ -44,6 +44,7 @@ from matplotlib.figure import Figure
 
 from attnjax import analysis, experiment, stats, train
 from attnjax.data import induction
+from attnjax.data import published as published_figures
 from attnjax.nn.attention_only import attention_only_lm
 from attnjax.parallel.check import next_token_loss_fn
 from experiments import REGISTRY
@@ -343,17 +344,7 @@ def published(numbers: dict, config) -> list[dict]:
     ]
 
 
-# Olsson et al. 2022, "In-context Learning and Induction Heads" (transformer-circuits.pub,
-# Mar 8 2022; arXiv 2209.11895), quoted from the paper's text (Argument 1).
-OLSSON = {
-    "after": '"Before this window there is less than 0.15 nats of in-context learning, after it '
-             'there is roughly 0.4 nats ... constant across many different model sizes"',
-    "one_layer": '"The exception is the one-layer model, where induction heads never form - '
-                 'just as in-context learning never substantially develops for the one-layer '
-                 'model."',
-    "window": '"it develops abruptly in a narrow window early in training (roughly 2.5 to 5 '
-              'billion tokens)"',
-}
+OLSSON = published_figures.OLSSON_2022  # quoted from the paper's text
 PUBLISHED_NOTE = (
     "Olsson et al. 2022 (transformer-circuits.pub, arXiv 2209.11895), Argument 1, read from "
     "the paper's text. Their models are language models of natural text (1 to 40 layers, "
