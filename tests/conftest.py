@@ -45,7 +45,8 @@ def tour_smoke(tmp_path_factory):
     return workdir, status
 
 
-SMOKE_FIXTURES = {"smoke", "smoke_run", "straight_run"}
+# Fixtures that train a model or load a real one (SmolLM2-135M: ~6 s, then compiles).
+SMOKE_FIXTURES = {"smoke", "smoke_run", "straight_run", "smollm2"}
 # Tests that took >= 3 s (setup + call) in `pytest --durations=120` of the full suite on this
 # 2-core CPU (2026-12-02): left out of the fast tier too.
 SLOW_TESTS = {

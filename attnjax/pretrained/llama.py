@@ -525,17 +525,20 @@ class CausalLM:
 
     def generate(self, token_ids: Sequence[int], max_new_tokens: int, *,
                  temperature: float = 0.0, top_k: int | None = None,
-                 top_p: float | None = None, seed: int = 0) -> list[int]:
+                 top_p: float | None = None, seed: int = 0, cache_len: int | None = None
+                 ) -> list[int]:
         """New token ids after the prompt ``token_ids`` (the prompt prefilled in one call,
         then one token per step with the KV cache), stopping at an end-of-sequence id.
-        Greedy at ``temperature=0``; sampling is deterministic given ``seed``. Raises
-        ``ValueError`` when prompt + ``max_new_tokens`` exceeds the context length."""
+        Greedy at ``temperature=0``; sampling is deterministic given ``seed``. ``cache_len``
+        fixes the KV cache size (default: prompt + ``max_new_tokens``, rounded up to 16), so
+        prompts of different lengths can share one compilation. Raises ``ValueError`` when
+        prompt + ``max_new_tokens`` exceeds the context length or ``cache_len``."""
         from attnjax.train import sampling
 
         ids = self._check_ids(token_ids)
         return sampling.generate(
             self.config, self.params, ids.tolist(), max_new_tokens, temperature=temperature,
-            top_k=top_k, top_p=top_p, seed=seed, stop_ids=self.eos_ids)
+            top_k=top_k, top_p=top_p, seed=seed, stop_ids=self.eos_ids, cache_len=cache_len)
 
 
 def load_llama(path: str | Path | None = None) -> CausalLM:
