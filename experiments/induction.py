@@ -325,16 +325,16 @@ def published(numbers: dict, config) -> list[dict]:
                "(positive = the context helps)")
     icl, icl_control = np.mean(main["icl_score"]), np.mean(control["icl_score"])
     return [
-        {"source": f"Olsson et al. 2022, {OLSSON['after']}", "metric":
+        {"source": "Olsson et al. 2022, Argument 1", "quote": OLSSON["after"], "metric":
          "in-context learning score after the phase change, models with > 1 layer (nats)",
          "value": 0.4, "ours": f"{icl:.2f} nats ({config.model.num_layers} layers)",
          "setting": setting},
-        {"source": f"Olsson et al. 2022, {OLSSON['one_layer']}", "metric":
+        {"source": "Olsson et al. 2022, Argument 1", "quote": OLSSON["one_layer"], "metric":
          "one-layer models: no induction heads, little in-context learning",
          "value": "no induction heads",
          "ours": f"{icl_control:.2f} nats ({config.control_layers}-layer control)",
          "setting": setting},
-        {"source": f"Olsson et al. 2022, {OLSSON['window']}", "metric":
+        {"source": "Olsson et al. 2022, Argument 1", "quote": OLSSON["window"], "metric":
          "when the induction heads and the in-context jump appear (training tokens)",
          "value": "2.5e9 to 5e9 tokens",
          "ours": f"induction head after {' / '.join(head_tokens)} tokens per seed; head and "

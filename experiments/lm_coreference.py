@@ -594,6 +594,14 @@ def verdict(numbers: dict, config) -> dict:
     key = "heldout_head_accuracy_differs_before_pronoun"
     differs = (f"; on the {m[key]['sentences']} held-out sentences of groups that differ "
                f"before the pronoun it scores {pct(m[key])}" if key in m else "")
+    ceiling = ""
+    if key in m and numbers["heldout_sentences"]:
+        # A causal model's pronoun sees only the text before it: on held-out sentences whose
+        # group reads the same up to the pronoun every head scores exactly 1/2, so the judged
+        # accuracy cannot exceed 1/2 + (share of the other sentences) / 2.
+        share = m[key]["sentences"] / numbers["heldout_sentences"]
+        ceiling = (f"; by causality the pronoun's accuracy cannot exceed {0.5 + share / 2:.0%} "
+                   f"here ({share:.0%} of the held-out sentences differ before the pronoun)")
     measured = (
         f"SmolLM2-135M-Instruct, {numbers['sentences']} WSC273 sentences in "
         f"{numbers['groups']} schema groups ({numbers['head_test_sentences']} in the head "
@@ -618,7 +626,7 @@ def verdict(numbers: dict, config) -> dict:
         f"{compare('head_minus_lm_full_heldout')} the model's own full LM scoring and "
         f"{compare('head_minus_lm_partial_heldout')} its partial scoring, and the "
         f"last-token head scores {pct(end)} (null quantile {end_null['quantile']:.0%}) "
-        f"(intervals over held-out groups; no seeds, a pretrained model)"
+        f"(intervals over held-out groups; no seeds, a pretrained model)" + ceiling
     )
     return {"verdict": f"{cls}: {reasons}", "measured": measured}
 

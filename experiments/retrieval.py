@@ -136,12 +136,14 @@ def normalise(text: str) -> str:
 
 
 def answer_matches(answer: str, groups) -> bool:
-    """True when, for every group of alternative phrases, one of them starts at a word
-    boundary of ``answer`` (``normalise`` applied to both: "Mammals." matches "mammal")."""
+    """True when, for every group of alternative phrases, one of them occurs in ``answer``
+    as whole words, optionally with a plural ending (``normalise`` applied to both:
+    "Mammals." matches "mammal"; "70" does not match "7", nor "mammalian" "mammal")."""
     if not groups or any(not group for group in groups):
         raise ValueError(f"`groups` must be non-empty groups of phrases, got {groups!r}")
     text = normalise(answer)
-    return all(any(normalise(phrase).rstrip() in text for phrase in group)
+    return all(any(re.search(" " + re.escape(normalise(phrase).strip()) + "(?:s|es)? ", text)
+                   for phrase in group)
                for group in groups)
 
 
@@ -206,7 +208,15 @@ def measure_rag(config, run_dir: experiment.RunDir, questions: list[str], gold: 
                   **{f"correct_{c}": bool(correct[c][q]) for c in conditions}}
         run_dir.log(record)
         records.append(record)
-    metrics = {f"rag_accuracy_{c}": stats.item_summary(correct[c]) for c in conditions}
+    # The echo control: a "reader" that copies the first max_new_tokens tokens of the
+    # retrieved passage. The gold phrases come from the passages, so copying scores too;
+    # this is how much of the with-passage accuracy copying alone would give.
+    echo = [model.decode(model.tokenize(PASSAGES[top[q]])[: config.rag.max_new_tokens])
+            for q in range(len(questions))]
+    correct["echo_retrieved"] = np.array(
+        [answer_matches(a, ANSWERS[question]) for a, question in zip(echo, questions,
+                                                                     strict=True)], float)
+    metrics = {f"rag_accuracy_{c}": stats.item_summary(correct[c]) for c in correct}
     metrics["rag_retrieved_minus_none"] = _minilm.paired_summary(correct["retrieved"],
                                                                  correct["none"])
     if "gold" in conditions:
@@ -258,6 +268,9 @@ def rag_verdict(numbers: dict) -> tuple[str, str]:
            f"{diff['ci95'][1] * 100:+.0f}]")
     oracle = (f", with the gold passage {pct(m['rag_accuracy_gold'])}"
               if "rag_accuracy_gold" in m else "")
+    if "rag_accuracy_echo_retrieved" in m:
+        oracle += ("; copying the start of the retrieved passage (as many tokens as an "
+                   f"answer may have) would score {pct(m['rag_accuracy_echo_retrieved'])}")
     measured = (
         f". RAG, SmolLM2-135M-Instruct's answer accuracy: without a passage "
         f"{pct(m['rag_accuracy_none'])}, with MiniLM's top passage (the gold one for "

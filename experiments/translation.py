@@ -95,7 +95,8 @@ def published(config: ml_collections.ConfigDict, metrics: dict) -> list[dict]:
     """Lake & Baroni's two figures for this SCAN split beside our arms' test exact match."""
     ours = "; ".join(f"{arm} {metrics[f'{arm}_exact_match']['mean']:.3f}"
                      for arm in config.models if f"{arm}_exact_match" in metrics)
-    return [{"source": f"Lake & Baroni 2018, {quote}", "metric": f"test exact match, {what}",
+    return [{"source": "Lake & Baroni 2018 (ICML), sec. 3", "quote": quote,
+             "metric": f"test exact match, {what}",
              "value": value, "ours": ours,
              "setting": f"SCAN {config.scan_split} split; theirs RNNs (5 runs), ours "
                         f"{len(config.seeds)} seeds"}

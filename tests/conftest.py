@@ -5,10 +5,20 @@ touches a device; conftest.py is imported before the test modules.
 """
 
 import os
+import tempfile
 
 _FLAG = "--xla_force_host_platform_device_count=8"
 if _FLAG not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _FLAG).strip()
+
+# One persistent XLA compilation cache per test run, shared by the xdist workers and by the
+# subprocesses the tests start (they inherit the environment): a program compiled by one
+# (the resume job's train step, the SmolLM2 forward) is read back by the others. Fresh for
+# every run (keyed by the run's id), so it never serves a stale program.
+_RUN = os.environ.get("PYTEST_XDIST_TESTRUNUID") or str(os.getpid())
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
+                      os.path.join(tempfile.gettempdir(), f"attnjax-test-xla-cache-{_RUN}"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 
 from pathlib import Path  # noqa: E402
 

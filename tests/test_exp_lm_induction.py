@@ -294,3 +294,11 @@ def test_smoke_heads_and_controls_have_the_models_shape(smoke):
     assert len(results["per_sequence"]["rise_induction_mean"]) == results["heldout"]
     # The model learns in context on a repeat: a sanity check, not the rule.
     assert results["metrics"]["repeat_loss"]["mean"] < results["metrics"]["first_loss"]["mean"]
+
+
+def test_removed_fraction_is_a_ratio_of_means_with_an_interval():
+    m = exp.removed_fraction(np.array([2.0, 4.0, 6.0]), np.array([1.0, 1.0, 1.0]))
+    assert m["mean"] == pytest.approx(1 - 3 / 12) and m["n"] == 3
+    assert m["ci95"][0] <= m["mean"] <= m["ci95"][1]
+    # Damage that raises both copies' losses leaves the score, hence the fraction, alone.
+    assert exp.removed_fraction(np.array([2.0, 4.0]), np.array([2.0, 4.0]))["mean"] == 0.0

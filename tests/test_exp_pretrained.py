@@ -63,6 +63,8 @@ def test_answer_matching_normalises_case_punctuation_and_thousands_separators():
     assert retrieval.answer_matches("Whales are MAMMALS.", (("mammal",),))
     assert retrieval.answer_matches("It is 8,849 metres high", (("8849",),))
     assert not retrieval.answer_matches("a nonmammal", (("mammal",),))  # word start only
+    assert not retrieval.answer_matches("a mammalian trait", (("mammal",),))  # whole words
+    assert not retrieval.answer_matches("about 70 days", (("7",),))
     groups = (("hoffmann",), ("1897",))  # every group needs one of its phrases
     assert retrieval.answer_matches("Felix Hoffmann, in 1897.", groups)
     assert not retrieval.answer_matches("Felix Hoffmann did.", groups)

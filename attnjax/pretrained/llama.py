@@ -54,7 +54,7 @@ BLOCK = 32  # values per block of the Q8_0 / Q4_0 / Q4_1 formats
 BLOCK_BYTES = {"Q8_0": 2 + 32, "Q4_0": 2 + 16, "Q4_1": 2 + 2 + 16}
 GGUF_TYPES = ("F32", "F16", "Q8_0", "Q4_0", "Q4_1")
 # Pre-tokenizers of the GGUF metadata key tokenizer.ggml.pre that are rebuilt here.
-PRE_TOKENIZERS = ("smollm", "gpt2", "default")
+PRE_TOKENIZERS = ("smollm", "gpt2")
 
 
 # --------------------------------------------------------------------------- locating
@@ -161,6 +161,9 @@ def read_gguf(path: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     if not path.is_file():
         raise FileNotFoundError(f"read_gguf: {str(path)!r} does not exist")
     reader = GGUFReader(str(path))
+    if int(getattr(reader, "endianess", 0)) != 0:  # gguf.GGUFEndian.LITTLE
+        raise ValueError(f"read_gguf: {str(path)!r} is a big-endian GGUF file; only "
+                         "little-endian files are supported")
     metadata = {}
     for key, field in reader.fields.items():
         if key.startswith("GGUF."):
@@ -213,6 +216,12 @@ def config_from_gguf(metadata: dict[str, Any], tensors: dict[str, np.ndarray] | 
     if rope_dim != head_dim:
         raise ValueError(f"load_llama: partial rotary embeddings (rope.dimension_count="
                          f"{rope_dim} < head dim {head_dim}) are not supported")
+    scaling = {k: v for k, v in metadata.items() if k.startswith(f"{arch}.rope.scaling.")}
+    if scaling and scaling.get(f"{arch}.rope.scaling.type", "none") != "none":
+        raise ValueError(f"load_llama: RoPE scaling ({scaling}) is not supported")
+    if tensors is not None and "rope_freqs.weight" in tensors:
+        raise ValueError("load_llama: per-dimension RoPE frequencies (rope_freqs.weight, "
+                         "Llama 3.1 scaling) are not supported")
     vocab = metadata.get(f"{arch}.vocab_size") or len(metadata["tokenizer.ggml.tokens"])
     return llama_config(
         vocab_size=int(vocab), model_dim=dim, num_heads=heads,
@@ -232,6 +241,9 @@ def config_from_hf_llama(hf: dict[str, Any]) -> ann.TransformerConfig:
                          "(llama)")
     if hf.get("hidden_act", "silu") != "silu":
         raise ValueError(f"load_llama: hidden_act={hf['hidden_act']!r} (expected silu)")
+    if hf.get("attention_bias") or hf.get("mlp_bias"):
+        raise ValueError("load_llama: attention_bias / mlp_bias are not supported (the Llama "
+                         "layout here has no biases)")
     if hf.get("rope_scaling"):
         raise ValueError(f"load_llama: rope_scaling={hf['rope_scaling']!r} is not supported")
     heads = hf["num_attention_heads"]
@@ -270,9 +282,10 @@ def gguf_to_hf_names(tensors: dict[str, np.ndarray], config: ann.TransformerConf
         elif name == "output.weight":
             out["lm_head.weight"] = value
         elif name.startswith("blk."):
-            _, layer, part, _ = name.split(".")
-            if part not in rename:
-                continue  # e.g. rope_freqs: not used by this layout
+            _, layer, part, suffix = name.split(".")
+            if suffix != "weight" or part not in rename:
+                raise ValueError(f"load_llama: GGUF tensor {name!r} has no place in the Llama "
+                                 "layout (no biases, no rope_freqs/scaling)")
             if part == "attn_q":
                 value = unpermute_rope_rows(value, config.num_heads)
             elif part == "attn_k":
@@ -359,8 +372,9 @@ def tokenizer_from_gguf(metadata: dict[str, Any]):
 
     ``tokenizer.ggml.pre`` names the pre-tokenizer: ``"smollm"`` splits every digit on its
     own, then applies GPT-2's byte-level regex (llama.cpp's ``LLAMA_VOCAB_PRE_TYPE_SMOLLM``;
-    Hugging Face's ``Digits(individual_digits=True)`` + ``ByteLevel``); ``"gpt2"`` and
-    ``"default"`` are GPT-2's alone. Tokens of type control (3) or user-defined (4) are
+    Hugging Face's ``Digits(individual_digits=True)`` + ``ByteLevel``); ``"gpt2"`` is GPT-2's
+    alone. Other GGUF tokenizers (SentencePiece ``"llama"``, Llama 3's ``"llama-bpe"``
+    regex) raise ``ValueError``. Tokens of type control (3) or user-defined (4) are
     added as special tokens, so ``<|im_start|>`` is one id. A BOS id is prepended when
     ``tokenizer.ggml.add_bos_token`` is true.
     """
@@ -370,7 +384,7 @@ def tokenizer_from_gguf(metadata: dict[str, Any]):
     if model != "gpt2":
         raise ValueError(f"load_llama: GGUF tokenizer model {model!r} is not supported "
                          "(gpt2: byte-level BPE)")
-    pre = metadata.get("tokenizer.ggml.pre", "default")
+    pre = metadata.get("tokenizer.ggml.pre", "gpt2")
     if pre not in PRE_TOKENIZERS:
         raise ValueError(f"load_llama: GGUF pre-tokenizer {pre!r} is not supported "
                          f"({PRE_TOKENIZERS})")
@@ -400,7 +414,7 @@ def tokenizer_from_gguf(metadata: dict[str, Any]):
 # --------------------------------------------------------------------------- the model
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(eq=False)
 class CausalLM:
     """A loaded decoder-only LM: ``module`` (``nn.DecoderOnlyLM``), its ``params``, the
     ``tokenizer`` (a ``tokenizers.Tokenizer``) and the ids that end a generation."""
