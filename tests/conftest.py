@@ -7,9 +7,12 @@ touches a device; conftest.py is imported before the test modules.
 import os
 import tempfile
 
-_FLAG = "--xla_force_host_platform_device_count=8"
-if _FLAG not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _FLAG).strip()
+# 8 virtual CPU devices; and XLA's LLVM backend at -O0: the suite is dominated by compiling
+# many small programs (a third faster here), while the HLO optimisations that decide the
+# numbers (fusion, layout) are unchanged. The tour and the benchmarks run at the default.
+for _flag in ("--xla_force_host_platform_device_count=8", "--xla_backend_optimization_level=0"):
+    if _flag.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _flag).strip()
 
 # One persistent XLA compilation cache per test run, shared by the xdist workers and by the
 # subprocesses the tests start (they inherit the environment): a program compiled by one
