@@ -1,6 +1,7 @@
 """Analysis of attention: alignment scoring, probes of where attention goes, how far
 gradients reach back, what each head does (scores, ablation), attention rollout and flow,
-and attributions to compare attention with."""
+attributions to compare attention with, and word-level attention and vectors from word
+pieces (``words``)."""
 
 from attnjax.analysis.alignment import (
     alignment_error_rate,
@@ -25,6 +26,12 @@ from attnjax.analysis.heads import (
     head_scores,
     mean_head_outputs,
     with_attention_weights,
+)
+from attnjax.analysis.words import (
+    encode_words,
+    piece_words,
+    word_attention,
+    word_vectors,
 )
 from attnjax.analysis.probes import (
     antecedent_probe,
@@ -59,4 +66,8 @@ __all__ = [
     "input_gradient_norms",
     "layer_paths",
     "stack_layers",
+    "encode_words",
+    "piece_words",
+    "word_attention",
+    "word_vectors",
 ]

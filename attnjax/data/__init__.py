@@ -7,9 +7,11 @@
 * ``toy_translation``: English -> French-like pairs with gold word alignments.
 * ``coreference``: Winograd-style pronoun resolution and subject-verb agreement with
   controllable distance; ``recall``: a key at the start, reproduced at the end.
+* ``conllu``: Universal Dependencies treebanks (UD English EWT in ``../shared/data``);
+  ``wsc``: the Winograd Schema Challenge collection.
 """
 
-from attnjax.data import coreference, recall, scan, toy_translation
+from attnjax.data import conllu, coreference, recall, scan, toy_translation
 from attnjax.data.batching import batches, bucket_by_length, row_lengths, trim_padding
 from attnjax.data.toy_translation import (
     Example,
