@@ -140,5 +140,25 @@ REGISTRY: dict[str, Experiment] = {
             "because it was too big' attends to its antecedent: some head picks the right "
             "candidate on Winograd schemas",
         ),
+        Experiment(
+            name="positions",
+            claim="attention is inherently order-agnostic: position information must be "
+            "explicitly added (unless a causal mask already leaks the order)",
+        ),
+        Experiment(
+            name="syntax_heads",
+            claim="attention heads specialise in grammar: some head tracks grammatical "
+            "structure, attending from a word to its syntactic head",
+        ),
+        Experiment(
+            name="layer_probes",
+            claim="attention builds understanding up through the layers: early layers learn "
+            "basic grammar, middle layers pronoun resolution, later layers meaning",
+        ),
+        Experiment(
+            name="agreement",
+            claim="a verb's attention finds its subject across distance and distracting nouns "
+            "(subject-verb agreement with attractors)",
+        ),
     )
 }

@@ -27,17 +27,17 @@ from attnjax.analysis.heads import (
     mean_head_outputs,
     with_attention_weights,
 )
-from attnjax.analysis.words import (
-    encode_words,
-    piece_words,
-    word_attention,
-    word_vectors,
-)
 from attnjax.analysis.probes import (
     antecedent_probe,
     input_gradient_norms,
     pronoun_attention,
     pronoun_probe,
+)
+from attnjax.analysis.words import (
+    encode_words,
+    piece_words,
+    word_attention,
+    word_vectors,
 )
 
 __all__ = [

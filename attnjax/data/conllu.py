@@ -124,7 +124,8 @@ def parse(text: str, source: str = "<string>") -> list[Sentence]:
             space[last - 1] = _misc_space_after(misc)
         text = comments.get("text")
         if text is None:
-            text = "".join(row[1] + (" " if s else "") for row, s in zip(rows, space)).strip()
+            text = "".join(row[1] + (" " if s else "")
+                           for row, s in zip(rows, space, strict=True)).strip()
         sentences.append(Sentence(
             sent_id=comments.get("sent_id", ""), text=text,
             words=tuple(r[1] for r in rows), upos=tuple(r[3] for r in rows),
