@@ -48,6 +48,7 @@ __all__ = [
     "Vocab",
     "batches",
     "bucket_by_length",
+    "conllu",
     "coreference",
     "encode_pairs",
     "gold_alignment_matrix",
