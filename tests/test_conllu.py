@@ -17,7 +17,7 @@ SAMPLE = """\
 3\tn't\tnot\tPART\tRB\t_\t4\tadvmod\t4:advmod\t_
 4\tsee\tsee\tVERB\tVB\t_\t0\troot\t0:root\t_
 5\tthe\tthe\tDET\tDT\t_\t6\tdet\t6:det\t_
-6\tdog\tdog\tNOUN\tNN\t_\t4\tobj\t4:obj\tSpaceAfter=No
+6\tdog\tdog\tNOUN\tNN\tNumber=Sing\t4\tobj\t4:obj\tSpaceAfter=No
 6.1\tsaw\tsee\tVERB\tVBD\t_\t_\t_\t4:conj\tCopyOf=4
 7\t.\t.\tPUNCT\t.\t_\t4\tpunct\t4:punct\t_
 
@@ -32,7 +32,9 @@ def test_parse_keeps_the_basic_tree_and_skips_multiword_and_empty_lines():
     first, second = conllu.parse(SAMPLE)
     assert first.sent_id == "s1" and first.text == "I didn't see the dog."
     assert first.words == ("I", "did", "n't", "see", "the", "dog", ".")
-    assert first.upos[3] == "VERB" and first.xpos[4] == "DT"
+    assert first.upos[3] == "VERB" and first.xpos[4] == "DT" and first.lemmas[1] == "do"
+    assert first.feature(5, "Number") == "Sing" and first.feature(5, "Person") is None
+    assert first.feature(0, "Number") is None  # "_": no features
     assert first.heads == (4, 4, 4, 0, 6, 4, 4)
     assert first.head_index(3) == -1 and first.head_index(4) == 5
     assert first.tokens == ((1, 2, "didn't"),)

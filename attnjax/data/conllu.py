@@ -43,6 +43,9 @@ class Sentence:
         inclusive): ``(28, 29, "didn't")`` for CoNLL-U ``29-30``.
       space_after: ``[W]`` False where MISC says ``SpaceAfter=No`` (for a multiword token,
         its last word carries the token's value).
+      lemmas: ``[W]`` the lemmas.
+      feats: ``[W]`` the morphological features as written (``"Number=Sing|Person=3"``,
+        ``"_"`` for none); ``feature(i, "Number")`` reads one.
     """
 
     sent_id: str
@@ -54,6 +57,8 @@ class Sentence:
     deprels: tuple[str, ...]
     tokens: tuple[tuple[int, int, str], ...] = ()
     space_after: tuple[bool, ...] = ()
+    lemmas: tuple[str, ...] = ()
+    feats: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.words)
@@ -61,6 +66,14 @@ class Sentence:
     def relation(self, i: int) -> str:
         """Word ``i``'s universal relation without its subtype (``"nmod:poss"`` -> ``"nmod"``)."""
         return self.deprels[i].split(":")[0]
+
+    def feature(self, i: int, name: str) -> str | None:
+        """Word ``i``'s value of feature ``name`` (``"Number"`` -> ``"Sing"``), None if unset."""
+        for item in self.feats[i].split("|"):
+            key, sep, value = item.partition("=")
+            if sep and key == name:
+                return value
+        return None
 
     def head_index(self, i: int) -> int:
         """Word ``i``'s head as a 0-based word index, -1 for the root."""
@@ -131,7 +144,8 @@ def parse(text: str, source: str = "<string>") -> list[Sentence]:
             words=tuple(r[1] for r in rows), upos=tuple(r[3] for r in rows),
             xpos=tuple(r[4] for r in rows), heads=tuple(heads),
             deprels=tuple(r[7] for r in rows), tokens=tuple(tokens),
-            space_after=tuple(space)))
+            space_after=tuple(space), lemmas=tuple(r[2] for r in rows),
+            feats=tuple(r[5] for r in rows)))
         rows.clear()
         comments.clear()
         ranges.clear()
