@@ -102,6 +102,39 @@ def item_summary(per_item: Sequence[float] | np.ndarray, **kwargs) -> dict:
     return {"mean": float(x.mean()), "ci95": [lo, hi], "n": int(x.size)}
 
 
+def ratio_summary(
+    numerators: Sequence[float] | np.ndarray,
+    denominators: Sequence[float] | np.ndarray,
+    *,
+    confidence: float = 0.95,
+    num_resamples: int = NUM_RESAMPLES,
+    seed: int = 0,
+) -> dict:
+    """``sum(numerators) / sum(denominators)`` with a cluster bootstrap interval.
+
+    For a metric counted over items that come in clusters (dependency arcs in sentences):
+    ``numerators[i]`` and ``denominators[i]`` are cluster ``i``'s totals (correct arcs, arcs),
+    and the bootstrap resamples whole clusters, so items of one sentence are not counted as
+    independent. A difference of two paired metrics is ``ratio_summary(a - b, n)``.
+
+    Returns:
+      ``{"mean": ratio, "ci95": [lo, hi], "n": sum(denominators), "clusters": len}``.
+    """
+    num, den = _values(numerators, "numerators"), _values(denominators, "denominators")
+    if num.shape != den.shape:
+        raise ValueError(f"`numerators` and `denominators` must pair up cluster by cluster, "
+                         f"got {num.shape} and {den.shape}")
+    if not (np.all(np.isfinite(num)) and np.all(den >= 0) and den.sum() > 0):
+        raise ValueError("`numerators` must be finite and `denominators` >= 0 with a "
+                         "positive total")
+    index = np.random.default_rng(seed).integers(0, num.size, size=(num_resamples, num.size))
+    ratios = num[index].sum(-1) / np.maximum(den[index].sum(-1), 1e-12)
+    alpha = (1.0 - confidence) / 2.0
+    lo, hi = np.quantile(ratios, [alpha, 1.0 - alpha])
+    return {"mean": float(num.sum() / den.sum()), "ci95": [float(lo), float(hi)],
+            "n": int(round(den.sum())), "clusters": int(num.size)}
+
+
 def format_summary(metric: dict, fmt: str = ".3f", percent: bool = False) -> str:
     """``"0.912 [0.900, 0.925]"`` (or ``"91.2% [90.0, 92.5]"``) of a ``summary`` record."""
     scale, unit = (100.0, "%") if percent else (1.0, "")

@@ -175,6 +175,25 @@ def test_paired_bootstrap_detects_a_consistent_difference_and_not_noise():
         stats.paired_bootstrap([1.0, 2.0], [1.0])
 
 
+def test_ratio_summary_resamples_whole_clusters():
+    # 100 sentences, 4 arcs each; every arc of a sentence is right or wrong together.
+    right = (np.random.default_rng(2).random(100) < 0.6).astype(float) * 4
+    arcs = np.full(100, 4.0)
+    clustered = stats.ratio_summary(right, arcs)
+    assert clustered["mean"] == pytest.approx(right.sum() / 400) and clustered["n"] == 400
+    assert clustered["clusters"] == 100
+    # The same arcs as 400 independent items give an interval about half as wide
+    # (clusters of 4 perfectly correlated items: sqrt(4) = 2).
+    independent = stats.item_summary(np.repeat(right / 4, 4))
+    width = lambda m: m["ci95"][1] - m["ci95"][0]  # noqa: E731
+    assert 1.6 < width(clustered) / width(independent) < 2.4
+    assert stats.ratio_summary([1.0, 2.0], [2.0, 2.0])["mean"] == 0.75
+    with pytest.raises(ValueError, match="pair up"):
+        stats.ratio_summary([1.0], [1.0, 2.0])
+    with pytest.raises(ValueError, match="positive total"):
+        stats.ratio_summary([0.0], [0.0])
+
+
 @pytest.mark.parametrize(("passes", "verdict"), [
     ([1, 1, 1, 1, 0], "claim holds"), ([1, 1, 1, 0, 0], "mixed"), ([1, 1, 0, 0, 0], "mixed"),
     ([1, 0, 0, 0, 0], "claim does not hold here"), ([1, 1, 1], "claim holds"),
