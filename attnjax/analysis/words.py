@@ -104,7 +104,7 @@ def word_vectors(hidden: np.ndarray, piece_word: np.ndarray, num_words: int) -> 
 
 
 def encode_words(model, texts: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]], *,
-                 batch_size: int = 32, max_pieces: int = 128):
+                 batch_size: int = 32, max_pieces: int = 128, prefix_ids: Sequence[int] = ()):
     """Runs ``model`` over ``texts`` and yields word-level attention and vectors, a batch
     at a time (so a treebank's worth never sits in memory at once).
 
@@ -117,6 +117,9 @@ def encode_words(model, texts: Sequence[str], spans: Sequence[Sequence[tuple[int
       batch_size: sentences per forward pass; sentences are sorted by length first, so
         each batch pads little and few shapes compile.
       max_pieces: sentences with more pieces (special tokens included) are skipped.
+      prefix_ids: token ids put before every sentence (a causal LM's document separator,
+        so that the first word is not the attention sink); they belong to no word. Needs a
+        model whose ``encode`` takes token ids (``CausalLM``).
 
     Yields:
       ``(index, attention, vectors)`` per sentence, in length order: ``index`` into
@@ -128,13 +131,18 @@ def encode_words(model, texts: Sequence[str], spans: Sequence[Sequence[tuple[int
         raise ValueError(f"encode_words: {len(texts)} texts but {len(spans)} span lists")
     encodings = [model.tokenizer.encode(t) for t in texts]
     order = [i for i in np.argsort([len(e.ids) for e in encodings], kind="stable")
-             if len(encodings[i].ids) <= max_pieces]
+             if len(encodings[i].ids) + len(prefix_ids) <= max_pieces]
     for start in range(0, len(order), batch_size):
         index = order[start : start + batch_size]
-        encoded = model.encode([texts[i] for i in index], attention=True)
+        if prefix_ids:
+            encoded = model.encode([list(prefix_ids) + list(encodings[i].ids) for i in index],
+                                   attention=True)
+        else:
+            encoded = model.encode([texts[i] for i in index], attention=True)
         for row, i in enumerate(index):
-            n = len(encodings[i].ids)
-            pw = piece_words(encodings[i].offsets, texts[i], spans[i])
+            n = len(prefix_ids) + len(encodings[i].ids)
+            pw = np.concatenate([np.full(len(prefix_ids), -1, np.int64),
+                                 piece_words(encodings[i].offsets, texts[i], spans[i])])
             words = len(spans[i])
             attention = encoded.attention[:, row, :, :n, :n]
             vectors = encoded.hidden_states[:, row, :n]
