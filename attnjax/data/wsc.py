@@ -23,6 +23,7 @@ from attnjax.data.english import WinogradPair
 
 DEFAULT_PATH = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "wsc" \
     / "WSCollection.xml"
+WSC273 = 273  # the classic test set: the first 273 schemas of the collection
 _DETERMINERS = ("the ", "a ", "an ")
 
 
@@ -76,10 +77,13 @@ def read_schemas(path: str | Path | None = None) -> list[dict]:
     return schemas
 
 
-def load_pairs(path: str | Path | None = None) -> tuple[list[WinogradPair], dict]:
+def load_pairs(path: str | Path | None = None, num_schemas: int | None = None
+               ) -> tuple[list[WinogradPair], dict]:
     """The twin pairs of the collection as ``WinogradPair``s, and ``{"schemas": n,
-    "dropped": {reason: count}}`` for the schemas not used."""
-    schemas = read_schemas(path)
+    "dropped": {reason: count}}`` for the schemas not used.
+
+    ``num_schemas`` keeps the first schemas only (``WSC273``: the classic test set)."""
+    schemas = read_schemas(path)[:num_schemas]
     pairs, dropped = [], {"not a twin pair": 0, "candidate not in the text": 0,
                           "pronoun repeated after its position": 0}
     i = 0
