@@ -275,12 +275,14 @@ def verdict(numbers: dict, config) -> dict:
             if not pair:
                 continue
             r = max(pair, key=lambda r: r["difference"]["mean"])
+            n = f", n={r['test']['n']}" if model["causal"] else ""
             best_rows.append(
-                f"{relation} ({r['direction']}, L{r['head']['layer']}H{r['head']['head']}) "
+                f"{relation} ({r['direction']}{n}, L{r['head']['layer']}H{r['head']['head']}) "
                 f"{fmt(r['test'])} vs offset {r['offset']:+d} {r['offset_test']['mean']:.0%}")
         lines.append(
-            f"{model['model']} ({model['test_arcs']} test arcs; head chosen on dev, test "
-            f"accuracy [95% interval over sentences] vs the dev-chosen fixed offset): "
+            f"{model['model']} ({model['test_arcs']} test arcs; layer L and head H counted "
+            f"from 0, chosen on dev; test accuracy [95% interval over sentences] vs the "
+            f"dev-chosen fixed offset): "
             + "; ".join(best_rows)
             + f". Tracked (difference's lower end > {config.margin:.0%}): "
             f"{', '.join(p['tracked']) or 'none'} ({len(p['tracked'])} of "
