@@ -77,7 +77,8 @@ def arc_records(model, sentences, config, *, prefix_ids=(), causal: bool = False
     ``relation`` (label), ``dependent``, ``head`` (word indices), and ``found``
     ``[2, A, L * H]`` bool (direction, arc, head) and ``attendable`` ``[2, A]`` (False where
     a causal model cannot attend to the target); plus ``skipped`` (sentences with more
-    pieces than ``config.max_pieces``) and ``heads`` ``(L, H)``.
+    pieces than ``config.max_pieces``), ``heads`` ``(L, H)`` and ``maps`` (sentence index
+    -> its word-level attention ``[L * H, W, W]``, for the attention parser).
     """
     texts = [s.text for s in sentences]
     spans = [conllu.word_spans(s) for s in sentences]
@@ -85,6 +86,7 @@ def arc_records(model, sentences, config, *, prefix_ids=(), causal: bool = False
     rows: dict[str, list] = {k: [] for k in ("sentence", "relation", "dependent", "head")}
     found = [[], []]
     shape = None
+    maps = {}
     for k, attention, _ in word_level.encode_words(
             model, [texts[i] for i in keep], [spans[i] for i in keep],
             batch_size=config.batch_size, max_pieces=config.max_pieces,
@@ -93,8 +95,10 @@ def arc_records(model, sentences, config, *, prefix_ids=(), causal: bool = False
         sentence = sentences[s]
         layers, heads, num_words, _ = attention.shape
         shape = (layers, heads)
+        flat = attention.reshape(layers * heads, num_words, num_words)
+        maps[s] = flat
         # The word each head attends to most from every word: [L * H, W].
-        target = attention.reshape(layers * heads, num_words, num_words).argmax(-1)
+        target = flat.argmax(-1)
         for dep, head, _ in sentence.arcs():
             rows["sentence"].append(s)
             rows["relation"].append(relation_label(sentence, dep, config.relations))
@@ -108,8 +112,9 @@ def arc_records(model, sentences, config, *, prefix_ids=(), causal: bool = False
     before = out["head"] < out["dependent"]
     out["attendable"] = (np.stack([before, ~before]) if causal
                          else np.ones((2, before.size), bool))
-    out["skipped"] = len(sentences) - len(set(out["sentence"].tolist()))
+    out["skipped"] = len(sentences) - len(maps)
     out["heads"] = shape
+    out["maps"] = maps
     return out
 
 
@@ -166,6 +171,87 @@ def score_relation(dev: dict, test: dict, relation: str, direction: int, config,
     }
 
 
+def parser_rows(records: dict, sentences) -> dict:
+    """The attention parser's candidates: for every word with a head (not the root, not
+    punctuation), one row per other word of its sentence, with the features of Clark et
+    al.'s attention-only probe: every head's attention from the word to the candidate and
+    from the candidate to the word, ``[R, 2 * L * H]``."""
+    features, segment, gold, sentence_of, offsets = [], [], [], [], []
+    word = 0
+    for s, flat in sorted(records["maps"].items()):
+        tree = sentences[s]
+        num_words = flat.shape[-1]
+        for i in range(num_words):
+            if tree.heads[i] == 0 or tree.relation(i) == "punct":
+                continue
+            others = np.array([j for j in range(num_words) if j != i])
+            features.append(np.concatenate([flat[:, i, others], flat[:, others, i]]).T)
+            segment.append(np.full(others.size, word))
+            gold.append(others == tree.head_index(i))
+            offsets.append(others - i)
+            sentence_of.append(s)
+            word += 1
+    return {"features": np.concatenate(features).astype(np.float32),
+            "segment": np.concatenate(segment), "gold": np.concatenate(gold),
+            "offset": np.concatenate(offsets), "sentence": np.array(sentence_of),
+            "words": word}
+
+
+def attention_parser(dev_rows: dict, test_rows: dict, config, num_test_sentences: int
+                     ) -> dict:
+    """Clark et al.'s attention-only probe (sec. 5): ``p(head of i = j)`` is a softmax over
+    ``j`` of a weighted sum of every head's attention between ``i`` and ``j`` (both
+    directions), the weights trained on dev (Adam, full batch, L2), unlabeled attachment
+    accuracy on test, beside the right-branching baseline (head = next word)."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    def scores(weights, rows):
+        return jnp.asarray(rows["features"]) @ weights
+
+    def loss_fn(weights, rows):
+        logits = scores(weights, rows)
+        segment, n = jnp.asarray(rows["segment"]), rows["words"]
+        top = jax.ops.segment_max(logits, segment, num_segments=n)
+        norm = jnp.log(jax.ops.segment_sum(jnp.exp(logits - top[segment]), segment,
+                                           num_segments=n)) + top
+        gold = jnp.sum(jnp.where(jnp.asarray(rows["gold"]), logits, 0.0))
+        return (norm.sum() - gold) / n + config.parser.l2 * jnp.sum(weights ** 2)
+
+    optimizer = optax.adam(config.parser.learning_rate)
+    weights = jnp.zeros(dev_rows["features"].shape[1], jnp.float32)
+    state = optimizer.init(weights)
+
+    @jax.jit
+    def step(weights, state):
+        loss, grad = jax.value_and_grad(loss_fn)(weights, dev_rows)
+        updates, state = optimizer.update(grad, state)
+        return optax.apply_updates(weights, updates), state, loss
+
+    for _ in range(config.parser.steps):
+        weights, state, loss = step(weights, state)
+
+    def attached(rows, predict):
+        # The highest-scoring candidate of each word; ties go to the first.
+        order = np.lexsort((-predict, rows["segment"]))
+        first = np.r_[True, rows["segment"][order][1:] != rows["segment"][order][:-1]]
+        return rows["gold"][order][first]  # [words]: the chosen candidate is the head
+
+    def summary(rows, predict):
+        right = attached(rows, predict).astype(float)
+        per = np.bincount(rows["sentence"], weights=right, minlength=num_test_sentences)
+        count = np.bincount(rows["sentence"], minlength=num_test_sentences)
+        return stats.ratio_summary(per[count > 0], count[count > 0])
+
+    learned = np.asarray(scores(weights, test_rows))
+    return {"uas": summary(test_rows, learned),
+            "right_branching": summary(test_rows, (test_rows["offset"] == 1).astype(float)),
+            "left_branching": summary(test_rows, (test_rows["offset"] == -1).astype(float)),
+            "dev_loss": float(loss), "dev_words": dev_rows["words"],
+            "test_words": test_rows["words"], "steps": config.parser.steps}
+
+
 def measure_model(label: str, model, dev_sentences, test_sentences, config, *,
                   prefix_ids=(), causal=False, run_dir=None) -> dict:
     dev = arc_records(model, dev_sentences, config, prefix_ids=prefix_ids, causal=causal)
@@ -180,7 +266,10 @@ def measure_model(label: str, model, dev_sentences, test_sentences, config, *,
                     run_dir.log({"model": label, **{k: v for k, v in row.items()
                                                     if k != "dev_accuracy_per_head"}})
     layers, heads = dev["heads"]
+    parser = (attention_parser(parser_rows(dev, dev_sentences), parser_rows(test, test_sentences),
+                               config, len(test_sentences)) if config.parser.steps else None)
     return {"model": label, "layers": layers, "heads_per_layer": heads, "causal": causal,
+            "parser": parser,
             "dev_arcs": int(dev["relation"].size), "test_arcs": int(test["relation"].size),
             "skipped_sentences": {"dev": int(dev["skipped"]), "test": int(test["skipped"])},
             "rows": rows}
@@ -286,7 +375,11 @@ def verdict(numbers: dict, config) -> dict:
             + "; ".join(best_rows)
             + f". Tracked (difference's lower end > {config.margin:.0%}): "
             f"{', '.join(p['tracked']) or 'none'} ({len(p['tracked'])} of "
-            f"{len(config.relations)})")
+            f"{len(config.relations)})"
+            + (f". Attention-only parser (Clark et al. sec. 5, weights over every head "
+               f"trained on dev): UAS {fmt(model['parser']['uas'])} on "
+               f"{model['parser']['test_words']} test words vs right-branching "
+               f"{fmt(model['parser']['right_branching'])}" if model.get("parser") else ""))
     if numbers["skipped_models"]:
         lines.append("skipped: " + "; ".join(f"{k}: {v}" for k, v in
                                               numbers["skipped_models"].items()))

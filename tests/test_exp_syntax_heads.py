@@ -84,6 +84,21 @@ def test_arc_records_find_the_oracle_head_in_the_dependent_to_head_direction():
     np.testing.assert_array_equal(causal["attendable"][1], causal["head"] > causal["dependent"])
 
 
+def test_the_attention_parser_learns_to_read_the_oracle_head():
+    s = sentences() * 3
+    records = syntax_heads.arc_records(OracleModel(s), s, config())
+    rows = syntax_heads.parser_rows(records, s)
+    # Words with a head, not punctuation: 5 + 1 per copy; one row per other word.
+    assert rows["words"] == 18 and rows["features"].shape == (3 * (5 * 6 + 1 * 2), 4)
+    np.testing.assert_array_equal(np.bincount(rows["segment"])[:6], [6] * 5 + [2])
+    assert rows["gold"].sum() == rows["words"]  # one gold candidate per word
+    out = syntax_heads.attention_parser(rows, rows, config(), len(s))
+    assert out["uas"]["mean"] == 1.0  # the oracle head's weight wins
+    right = np.mean([t.heads[i] == i + 2 for t in s for i in range(len(t))
+                     if t.heads[i] and t.relation(i) != "punct"])
+    assert out["right_branching"]["mean"] == pytest.approx(right)
+
+
 def test_relation_label_keeps_listed_subtypes():
     first, second = conllu.parse(SAMPLE)
     assert syntax_heads.relation_label(second, 0, ("nmod:poss",)) == "nmod:poss"
