@@ -173,12 +173,9 @@ def test_bad_sample_logits_arguments_raise(kwargs, name):
         sample_logits(jnp.zeros((2, 5)), jax.random.key(0), **kwargs)
 
 
-# The model code under attnjax/ops and attnjax/nn still broadcasts by rank promotion
-# (ops/positional.py sinusoidal_encoding and apply_rope, the learned position add in
-# nn/transformer.py PositionEmbedding, the [T, S] decode mask and the ALiBi bias in
-# ops/attention.py _weights), so a real DecoderOnlyLM cannot run under "raise" yet. Strict:
-# the test fails once that is fixed, as a reminder to drop the marker.
-@pytest.mark.xfail(raises=ValueError, strict=True, reason="rank promotion in attnjax/ops, nn")
+# A real DecoderOnlyLM (prefill and KV-cache decoding) under "raise": the model code under
+# attnjax/ops and attnjax/nn broadcasts by explicit reshapes only (tests/test_strict_modes.py
+# covers the other positions and models).
 @pytest.mark.parametrize("position", ["rope", "sinusoidal"])
 def test_greedy_generate_of_a_real_model_under_rank_promotion_raise(position):
     config, params = _model(position)

@@ -165,7 +165,7 @@ class MultiHeadAttention(nn.Module):
                 cache_index.value = index + length_q
                 # Query t (at absolute position index + t) sees cached positions <= its own.
                 visible = kv_positions[None, :] <= query_positions[:, None]  # [T, L]
-                mask = visible if mask is None else jnp.logical_and(mask, visible)
+                mask = ops.combine_masks(mask, visible)  # explicit ranks, no rank promotion
                 is_causal = False
         if self_attention and self.position == "rope" and not cached:
             query = ops.apply_rope(query, query_positions, base=self.rope_base)
@@ -178,6 +178,10 @@ class MultiHeadAttention(nn.Module):
                 query_positions=query_positions,
                 kv_positions=kv_positions,
             )
+            if bias is not None:  # [H, T, S] and [..., H, T, S]: one rank, explicitly
+                rank = max(bias.ndim, alibi.ndim)
+                bias = jnp.reshape(bias, (1,) * (rank - bias.ndim) + bias.shape)
+                alibi = jnp.reshape(alibi, (1,) * (rank - alibi.ndim) + alibi.shape)
             bias = alibi if bias is None else bias + alibi
 
         dropout_rng = None

@@ -170,7 +170,8 @@ class PositionEmbedding(nn.Module):
                 "embedding", nn.initializers.normal(stddev=0.02), (cfg.max_len, dim)
             )
             table = jnp.take(embedding, positions, axis=0).astype(x.dtype)
-        return x + table
+        # [L, D] -> [1, .., L, D]: an explicit broadcast (runs under rank promotion "raise").
+        return x + jnp.reshape(table, (1,) * (x.ndim - table.ndim) + table.shape)
 
 
 class MlpBlock(nn.Module):

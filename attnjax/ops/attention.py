@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from attnjax.ops.chunked import chunked_attention
+from attnjax.ops.chunked import chunked_attention, large_negative
 from attnjax.ops.masks import causal_mask
 
 Array = jax.Array
@@ -40,6 +40,13 @@ _CHUNKED_FROM_SCORES = 512 * 512
 
 def _shape_str(x) -> str:
     return "[" + ", ".join(str(d) for d in np.shape(x)) + "]"
+
+
+def _with_rank(x, ndim: int):
+    """``x`` with leading size-1 axes up to rank ``ndim``: broadcasting by explicit reshape, so
+    that nothing relies on implicit rank promotion (``jax.numpy_rank_promotion("raise")``)."""
+    extra = ndim - np.ndim(x)
+    return x if extra <= 0 else jnp.reshape(x, (1,) * extra + tuple(np.shape(x)))
 
 
 def _softmax_dtype(dtype) -> jnp.dtype:
@@ -60,22 +67,26 @@ def masked_softmax(logits: Array, mask: Array | None = None, axis: int = -1) -> 
     Returns:
       Weights of the shape of ``logits``, in at least float32. Rows with at least one kept
       entry sum to 1; rows where every entry is masked are all zeros (not NaN, not uniform),
-      and their gradient is zero and finite.
+      and their gradient is zero and finite. No step computes an inf for finite logits, so
+      it runs under ``jax.debug_infs(True)``.
     """
     logits = logits.astype(_softmax_dtype(logits.dtype))
-    keep = logits > -jnp.inf  # also drops NaN-free -inf biases
+    # False on -inf (and NaN) entries: an additive -inf bias masks. No inf constant is formed.
+    keep = logits >= jnp.finfo(logits.dtype).min
     if mask is not None:
-        keep = jnp.logical_and(keep, mask)
+        keep = jnp.logical_and(keep, _with_rank(mask, logits.ndim))
     return _softmax_kept(axis, logits, keep)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
 def _softmax_kept(axis, logits, keep):
-    # Masked entries are replaced before max/exp (the "double where"), so the forward pass
-    # never sees inf - inf.
-    row_max = jnp.max(jnp.where(keep, logits, -jnp.inf), axis=axis, keepdims=True)
-    row_max = jnp.where(jnp.isfinite(row_max), row_max, 0.0)
-    unnormalised = jnp.where(keep, jnp.exp(logits - row_max), 0.0)
+    # No inf is ever formed (jax.debug_infs), nor inf - inf: masked entries enter the max as
+    # the lowest finite float, a finite stand-in for -inf that leaves the max of the kept
+    # entries exact (a fully masked row's max is that float, and all its terms are dropped);
+    # exp() sees min(logit - max, 0), which is the exact shift for every kept entry and keeps
+    # a masked logit far above the kept ones from overflowing before the where drops it.
+    row_max = jnp.max(jnp.where(keep, logits, jnp.finfo(logits.dtype).min), axis, keepdims=True)
+    unnormalised = jnp.where(keep, jnp.exp(jnp.minimum(logits - row_max, 0.0)), 0.0)
     denominator = jnp.sum(unnormalised, axis=axis, keepdims=True)
     return unnormalised / jnp.where(denominator > 0, denominator, 1.0)
 
@@ -273,19 +284,24 @@ def _weights(query, key, bias, mask, is_causal, scale):
         preferred_element_type=compute_dtype,
     )
     logits = logits.reshape(*batch, h, t, s) * jnp.asarray(scale, compute_dtype)
+    rank = logits.ndim  # masks and biases are broadcast by explicit reshapes to this rank
     if bias is not None:
-        logits = logits + bias.astype(compute_dtype)
+        logits = logits + _with_rank(bias.astype(compute_dtype), rank)
     if bias is None and mask is None:
         # No row can be empty (causal row i always sees key 0): the plain softmax, which
         # XLA:CPU fuses with the matmul that produced the logits; the causal mask enters as
-        # an additive constant, because selects would split that fusion (1.5-2x slower).
+        # an additive constant, because selects would split that fusion (1.5-2x slower). The
+        # constant is jax.nn's finite -0.7 * max, not -inf (jax.debug_infs): exp() of it
+        # minus the row max is exactly 0 all the same.
         if is_causal:
-            logits = logits + np.where(np.tril(np.ones((t, s), bool)), 0.0, -np.inf).astype(
-                compute_dtype
-            )
+            causal = np.where(np.tril(np.ones((t, s), bool)), 0.0, large_negative(compute_dtype))
+            logits = logits + _with_rank(causal.astype(compute_dtype), rank)
         return jax.nn.softmax(logits, axis=-1)
+    if mask is not None:
+        mask = _with_rank(mask, rank)
     if is_causal:
-        mask = causal_mask(t, s) if mask is None else jnp.logical_and(mask, causal_mask(t, s))
+        causal = _with_rank(causal_mask(t, s), rank)
+        mask = causal if mask is None else jnp.logical_and(mask, causal)
     return masked_softmax(logits, mask)
 
 

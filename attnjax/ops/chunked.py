@@ -50,6 +50,19 @@ class _Plan(NamedTuple):
     scale: float  # applied to each query block; 1.0 when a traced scale was folded into q
 
 
+def large_negative(dtype) -> np.ndarray:
+    """A finite stand-in for ``-inf`` in ``dtype``: ``-0.7 * finfo(dtype).max``, the value of
+    ``jax.nn.dot_product_attention``.
+
+    Masked scores and the running maxima of rows that have seen no key yet take this value
+    instead of ``-inf``, so no step ever computes an inf (``jax.debug_infs(True)`` holds) while
+    ``exp()`` of it minus any realistic logit is still exactly 0. The headroom of 0.3 * max
+    keeps ``large_negative - logit`` finite. Its negation marks the log-sum-exp of a row that
+    saw no key (the old ``+inf``).
+    """
+    return np.asarray(-0.7 * float(jnp.finfo(dtype).max), dtype)
+
+
 def default_blocks(t: int, s: int, is_causal: bool) -> tuple[int, int]:
     """Block sizes tuned on a 2-core Zen 5 CPU (fp32, H=8, D=64; see experiments/scaling).
 
@@ -99,10 +112,13 @@ def _slice_ts(x, i, j, plan: _Plan):
 
 
 def _keep(i, j, mask_blk, plan: _Plan):
-    """Boolean ``[.., block_q, block_k]`` of kept scores, or None when all are kept."""
+    """Boolean 5-d ``[.., block_q, block_k]`` of kept scores, or None when all are kept.
+
+    Always of rank 5, like the score blocks: no implicit rank promotion (it runs under
+    ``jax.numpy_rank_promotion("raise")``)."""
     keep = mask_blk
-    rows = i * plan.block_q + lax.broadcasted_iota(jnp.int32, (plan.block_q, 1), 0)
-    cols = j * plan.block_k + lax.broadcasted_iota(jnp.int32, (1, plan.block_k), 1)
+    rows = i * plan.block_q + lax.broadcasted_iota(jnp.int32, (1, 1, 1, plan.block_q, 1), 3)
+    cols = j * plan.block_k + lax.broadcasted_iota(jnp.int32, (1, 1, 1, 1, plan.block_k), 4)
     if plan.causal:
         keep = cols <= rows if keep is None else jnp.logical_and(keep, cols <= rows)
     if plan.n_k * plan.block_k != plan.s:
@@ -147,10 +163,12 @@ def _zeros_with_last(x, size: int):
 def _forward(plan: _Plan, q, k, v, mask, bias):
     """q: [B, Tp, Hk, G, D], k: [B, Sp, Hk, D], v: [B, Sp, Hk, Dv] (the caller's layouts).
 
-    Returns o: [B, Tp, Hk, G, Dv] and lse: [B, Hk, G, Tp] (+inf on rows that see no key).
+    Returns o: [B, Tp, Hk, G, Dv] and lse: [B, Hk, G, Tp] (``-large_negative``, the finite
+    stand-in for +inf, on rows that see no key).
     """
     dv = v.shape[-1]
     bq = plan.block_q
+    neg = large_negative(q.dtype)
 
     def block(i, qb, j, carry):
         m, norm, acc = carry
@@ -160,9 +178,9 @@ def _forward(plan: _Plan, q, k, v, mask, bias):
             s = s + _slice_ts(bias, i, j, plan)
         keep = _keep(i, j, _slice_ts(mask, i, j, plan), plan)
         if keep is not None:
-            s = jnp.where(keep, s, -jnp.inf)
+            s = jnp.where(keep, s, neg)
         m_new = jnp.maximum(m, jnp.max(s, axis=-1))
-        m_safe = jnp.where(m_new == -jnp.inf, 0.0, m_new)  # rows that saw no key yet
+        m_safe = jnp.where(m_new == neg, 0.0, m_new)  # rows that saw no key yet
         p = jnp.exp(s - m_safe[..., None])
         correction = jnp.exp(m - m_safe)
         norm = norm * correction + jnp.sum(p, axis=-1)
@@ -173,7 +191,7 @@ def _forward(plan: _Plan, q, k, v, mask, bias):
         o, lse = carry
         qb = _query_block(q, i, plan)
         init = (
-            jnp.full_like(qb[..., 0], -jnp.inf),
+            jnp.full_like(qb[..., 0], neg),
             jnp.zeros_like(qb[..., 0]),
             _zeros_with_last(qb, dv),
         )
@@ -185,7 +203,7 @@ def _forward(plan: _Plan, q, k, v, mask, bias):
             )
         seen = norm > 0
         ob = acc / jnp.where(seen, norm, 1.0)[..., None]
-        lseb = jnp.where(seen, m + jnp.log(jnp.where(seen, norm, 1.0)), jnp.inf)
+        lseb = jnp.where(seen, m + jnp.log(jnp.where(seen, norm, 1.0)), -neg)
         o = lax.dynamic_update_slice_in_dim(o, jnp.transpose(ob, (0, 3, 1, 2, 4)), i * bq, 1)
         lse = lax.dynamic_update_slice_in_dim(lse, lseb, i * bq, axis=3)
         return o, lse
@@ -204,6 +222,7 @@ def _backward(plan: _Plan, q, k, v, mask, bias, o, lse, do, init=None):
     steps in place); default zeros."""
     bq = plan.block_q
     scale = jnp.asarray(plan.scale, q.dtype)
+    neg = large_negative(q.dtype)
     delta = jnp.transpose(jnp.sum(do * o, axis=-1), (0, 2, 3, 1))  # [B, Hk, G, Tp]
 
     def block(i, qb, dob, lseb, deltab, j, carry):
@@ -215,10 +234,11 @@ def _backward(plan: _Plan, q, k, v, mask, bias, o, lse, do, init=None):
         if bias is not None:
             s_t = s_t + jnp.moveaxis(_slice_ts(bias, i, j, plan), 4, 2)
         keep = _keep(i, j, _slice_ts(mask, i, j, plan), plan)
-        p_t = jnp.exp(s_t - lseb[:, :, None])
+        shifted = s_t - lseb[:, :, None]
         if keep is not None:
-            keep_t = jnp.moveaxis(jnp.reshape(keep, (1,) * (5 - keep.ndim) + keep.shape), 4, 2)
-            p_t = jnp.where(keep_t, p_t, 0.0)
+            # Masked before exp(): a masked score far above the row's lse must not overflow.
+            shifted = jnp.where(jnp.moveaxis(keep, 4, 2), shifted, neg)
+        p_t = jnp.exp(shifted)
         dp_t = jnp.einsum("bksd,bkgqd->bksgq", vb, dob)
         ds_t = p_t * (dp_t - deltab[:, :, None])
         dvv_blk = jnp.einsum("bksgq,bkgqd->bksd", p_t, dob)

@@ -16,6 +16,12 @@ slowly: it is there to test the kernels, not to be fast.
 Internally every array is padded: T and S up to a multiple of the block sizes (padded keys
 are masked, padded queries are sliced off) and the head dims D, Dv up to a power of two >= 16,
 which Triton's ``tl.dot`` needs (zero columns change no logit).
+
+Accumulation (logits, softmax statistics, output and gradient accumulators) is in
+``promote_types(dtype, float32)``: float32 for float32/bf16/fp16 inputs, float64 for float64
+ones, so float64 inputs get a float64-accurate result, as from the other implementations.
+Masked logits take the finite ``ops.chunked.large_negative`` (jax.nn's ``-0.7 * max``)
+instead of ``-inf``, so no kernel step forms an inf (``jax.debug_infs``).
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
+
+from attnjax.ops.chunked import large_negative
 
 Array = jax.Array
 
@@ -48,6 +56,15 @@ class _Config:
     kv_length: int  # S before padding: keys at or beyond it are padding
     kv_padded: bool
     interpret: bool
+    accumulate: str = "float32"  # dtype name of logits/statistics: promote(dtype, float32)
+
+    @property
+    def acc(self):
+        return jnp.dtype(self.accumulate)
+
+    @property
+    def neg(self):
+        return large_negative(self.acc)
 
 
 def flash_attention(
@@ -87,8 +104,11 @@ def flash_attention(
         ``jax.default_backend() == "gpu"``.
 
     Returns:
-      ``out [..., T, H, Dv]`` in the dtype of ``query``. Softmax statistics are float32 for
-      float32/bf16/fp16 inputs. Query rows that see no key give zeros and zero gradients.
+      ``out [..., T, H, Dv]`` in the dtype of ``query``. Logits, softmax statistics and
+      accumulators are float32 for float32/bf16/fp16 inputs and float64 for float64 inputs
+      (computed in float64: as accurate as ``implementation="xla"``; on a GPU that is
+      Triton's float64 ``dot``, far slower than float32 and not tested on a GPU here). Query
+      rows that see no key give zeros and zero gradients.
     """
     if block_q < 1 or block_k < 1:
         raise ValueError(
@@ -122,6 +142,7 @@ def flash_attention(
         kv_length=s,
         kv_padded=s_pad != s,
         interpret=bool(interpret),
+        accumulate=jnp.dtype(jnp.promote_types(query.dtype, jnp.float32)).name,
     )
     out = _flash(config, queries, keys, values, bias, mask)
     return out[:, :t, :, :dv].reshape(*batch, t, h, dv)
@@ -173,11 +194,12 @@ def _compiler_params(head_dim: int) -> plgpu.CompilerParams:
 
 
 def _masked_logits(queries, keys, q_start, k_start, bias, mask, config: _Config):
-    """``[bq, D] x [bk, D] -> [bq, bk]`` float32 logits, ``-inf`` wherever not attended."""
-    logits = lax.dot_general(queries, keys, _DOT_QK, preferred_element_type=jnp.float32)
+    """``[bq, D] x [bk, D] -> [bq, bk]`` logits in ``config.acc``, ``config.neg`` (the finite
+    stand-in for -inf) wherever not attended."""
+    logits = lax.dot_general(queries, keys, _DOT_QK, preferred_element_type=config.acc)
     logits = logits * config.scale
     if bias is not None:
-        logits = logits + bias.astype(jnp.float32)  # a -inf bias stays -inf: masked
+        logits = logits + bias.astype(config.acc)  # a -inf bias stays -inf: masked
     keep = None
     rows = q_start + jnp.arange(logits.shape[0])[:, None]
     cols = k_start + jnp.arange(logits.shape[1])[None, :]
@@ -187,7 +209,7 @@ def _masked_logits(queries, keys, q_start, k_start, bias, mask, config: _Config)
         keep = _and(keep, cols <= rows)
     if mask is not None:
         keep = _and(keep, mask != 0)
-    return logits if keep is None else jnp.where(keep, logits, -jnp.inf)
+    return logits if keep is None else jnp.where(keep, logits, config.neg)
 
 
 def _and(a, b):
@@ -212,8 +234,10 @@ def _num_kv_blocks_for(q_start, num_kv_blocks: int, config: _Config):
     if not config.is_causal:
         return num_kv_blocks
     # Causal: the last row sees keys <= q_start + block_q - 1; later blocks are all masked.
-    last = lax.div(q_start + config.block_q + config.block_k - 1, config.block_k)
-    return lax.min(last, num_kv_blocks)
+    # int32 constants: with x64 enabled a Python int would be int64 next to the int32 program
+    # id, and lax.div/min take one dtype.
+    last = lax.div(q_start + (config.block_q + config.block_k - 1), jnp.int32(config.block_k))
+    return lax.min(last, jnp.int32(num_kv_blocks))
 
 
 def _forward_kernel(*refs, config: _Config, has_bias: bool, has_mask: bool):
@@ -240,29 +264,29 @@ def _forward_kernel(*refs, config: _Config, has_bias: bool, has_mask: bool):
             config,
         )
         new_max = jnp.maximum(row_max, jnp.max(logits, axis=1))
-        # Rows that have seen no key yet have max -inf; shifting them by 0 keeps exp() away
-        # from inf - inf, and their exp(-inf) terms are exactly 0.
-        shift = jnp.where(new_max == -jnp.inf, 0.0, new_max)
+        # Rows that have seen no key yet have max config.neg; shifting them by 0 makes their
+        # exp(neg) terms exactly 0 (shifting by neg itself would make them exp(0) = 1).
+        shift = jnp.where(new_max == config.neg, 0.0, new_max)
         correction = jnp.exp(row_max - shift)
         probs = jnp.exp(logits - shift[:, None])
         row_sum = correction * row_sum + jnp.sum(probs, axis=1)
         values = v_ref[span, :]
         acc = correction[:, None] * acc + lax.dot_general(
-            probs.astype(values.dtype), values, _DOT_NN, preferred_element_type=jnp.float32
+            probs.astype(values.dtype), values, _DOT_NN, preferred_element_type=config.acc
         )
         return acc, new_max, row_sum
 
     num_kv_blocks = _num_kv_blocks_for(q_start, k_ref.shape[0] // block_k, config)
     init = (
-        jnp.zeros((block_q, out_ref.shape[-1]), jnp.float32),
-        jnp.full((block_q,), -jnp.inf, jnp.float32),
-        jnp.zeros((block_q,), jnp.float32),
+        jnp.zeros((block_q, out_ref.shape[-1]), config.acc),
+        jnp.full((block_q,), config.neg, config.acc),
+        jnp.zeros((block_q,), config.acc),
     )
     acc, row_max, row_sum = lax.fori_loop(0, num_kv_blocks, body, init)
     seen = row_sum > 0  # False only for rows where every key is masked
     safe_sum = jnp.where(seen, row_sum, 1.0)
     out_ref[...] = (acc / safe_sum[:, None]).astype(out_ref.dtype)
-    # A fully masked row stores 0: the backward recomputes exp(-inf - 0) = 0 for it.
+    # A fully masked row stores 0: the backward recomputes exp(neg - 0) = 0 for it.
     lse_ref[...] = jnp.where(seen, row_max + jnp.log(safe_sum), 0.0)
 
 
@@ -278,7 +302,7 @@ def _dkdv_kernel(*refs, config: _Config, has_bias: bool, has_mask: bool):
     num_groups = q_ref.shape[1]
     num_q_blocks = q_ref.shape[0] // block_q
     # Causal: query blocks that end before this key block starts see none of it.
-    first_q_block = lax.div(k_start, block_q) if config.is_causal else 0
+    first_q_block = lax.div(k_start, jnp.int32(block_q)) if config.is_causal else 0
 
     def group(g, carry):
         bias_g = g if bias_ref is not None and bias_ref.shape[0] > 1 else 0
@@ -301,14 +325,14 @@ def _dkdv_kernel(*refs, config: _Config, has_bias: bool, has_mask: bool):
             )
             probs = jnp.exp(logits - lse_ref[g, span][:, None])
             dv = dv + lax.dot_general(
-                probs.astype(d_out.dtype), d_out, _DOT_TN, preferred_element_type=jnp.float32
+                probs.astype(d_out.dtype), d_out, _DOT_TN, preferred_element_type=config.acc
             )
-            d_probs = lax.dot_general(d_out, values, _DOT_QK, preferred_element_type=jnp.float32)
+            d_probs = lax.dot_general(d_out, values, _DOT_QK, preferred_element_type=config.acc)
             # Softmax backward through the saved statistics (Dao 2023, eq. after alg. 2):
             # dS = P * (dP - rowsum(dO * O)).
             d_logits = probs * (d_probs - delta_ref[g, span][:, None])
             dk = dk + lax.dot_general(
-                d_logits.astype(queries.dtype), queries, _DOT_TN, preferred_element_type=jnp.float32
+                d_logits.astype(queries.dtype), queries, _DOT_TN, preferred_element_type=config.acc
             )
             if dbias_ref is not None:
                 dbias_ref[g, span, :] = d_logits
@@ -319,14 +343,14 @@ def _dkdv_kernel(*refs, config: _Config, has_bias: bool, has_mask: bool):
             # The skipped blocks' bias gradient is 0, but the output buffer is uninitialised.
             def zero(i, _):
                 span = pl.ds(pl.multiple_of(i * block_q, block_q), block_q)
-                dbias_ref[g, span, :] = jnp.zeros((block_q, block_k), jnp.float32)
+                dbias_ref[g, span, :] = jnp.zeros((block_q, block_k), config.acc)
 
             lax.fori_loop(0, first_q_block, zero, None)
         return carry
 
     init = (
-        jnp.zeros((block_k, dk_ref.shape[-1]), jnp.float32),
-        jnp.zeros((block_k, dv_ref.shape[-1]), jnp.float32),
+        jnp.zeros((block_k, dk_ref.shape[-1]), config.acc),
+        jnp.zeros((block_k, dv_ref.shape[-1]), config.acc),
     )
     dk, dv = lax.fori_loop(0, num_groups, group, init)
     dk_ref[...] = (dk * config.scale).astype(dk_ref.dtype)
@@ -357,15 +381,15 @@ def _dq_kernel(*refs, config: _Config, has_bias: bool, has_mask: bool):
         )
         probs = jnp.exp(logits - lse[:, None])
         d_probs = lax.dot_general(
-            d_out, v_ref[span, :], _DOT_QK, preferred_element_type=jnp.float32
+            d_out, v_ref[span, :], _DOT_QK, preferred_element_type=config.acc
         )
         d_logits = probs * (d_probs - delta[:, None])
         return dq + lax.dot_general(
-            d_logits.astype(keys.dtype), keys, _DOT_NN, preferred_element_type=jnp.float32
+            d_logits.astype(keys.dtype), keys, _DOT_NN, preferred_element_type=config.acc
         )
 
     num_kv_blocks = _num_kv_blocks_for(q_start, k_ref.shape[0] // block_k, config)
-    dq = lax.fori_loop(0, num_kv_blocks, body, jnp.zeros(dq_ref.shape, jnp.float32))
+    dq = lax.fori_loop(0, num_kv_blocks, body, jnp.zeros(dq_ref.shape, config.acc))
     dq_ref[...] = (dq * config.scale).astype(dq_ref.dtype)
 
 
@@ -384,7 +408,7 @@ def _pairwise_spec(x: Array, num_heads: int, block_q: int, s_pad: int) -> pl.Blo
 
 def _forward(config: _Config, q, k, v, bias, mask):
     """Padded ``q [N, T, H, D]``, ``k [N, S, Hk, D]``, ``v [N, S, Hk, Dv]`` ->
-    ``(out [N, T, H, Dv], lse [N, H, T] float32)``."""
+    ``(out [N, T, H, Dv], lse [N, H, T] in config.acc)``."""
     n, t_pad, h, d = q.shape
     s_pad, hk, dv = v.shape[1:]
     groups = h // hk
@@ -419,7 +443,7 @@ def _forward(config: _Config, q, k, v, bias, mask):
         ],
         out_shape=[
             jax.ShapeDtypeStruct((n, t_pad, h, dv), q.dtype),
-            jax.ShapeDtypeStruct((n, h, t_pad), jnp.float32),
+            jax.ShapeDtypeStruct((n, h, t_pad), config.acc),
         ],
         compiler_params=_compiler_params(max(d, dv)),
         interpret=config.interpret,
@@ -428,7 +452,7 @@ def _forward(config: _Config, q, k, v, bias, mask):
 
 
 def _backward_dkdv(config: _Config, q, k, v, d_out, lse, delta, bias, mask):
-    """``(dk [N, S, Hk, D], dv [N, S, Hk, Dv], dbias [N, H, T, S] float32 | None)``."""
+    """``(dk [N, S, Hk, D], dv [N, S, Hk, Dv], dbias [N, H, T, S] in config.acc | None)``."""
     n, t_pad, h, d = q.shape
     s_pad, hk, dv = v.shape[1:]
     groups = h // hk
@@ -488,7 +512,7 @@ def _backward_dkdv(config: _Config, q, k, v, d_out, lse, delta, bias, mask):
                 (None, None, groups, t_pad, block_k), lambda b, j: (b // hk, b % hk, 0, 0, j)
             )
         )
-        out_shape.append(jax.ShapeDtypeStruct((n, hk, groups, t_pad, s_pad), jnp.float32))
+        out_shape.append(jax.ShapeDtypeStruct((n, hk, groups, t_pad, s_pad), config.acc))
     kernel = functools.partial(
         _dkdv_kernel, config=config, has_bias=bias is not None, has_mask=mask is not None
     )
@@ -567,7 +591,7 @@ def _flash_bwd(config: _Config, residuals, d_out):
     q, k, v, bias, mask, out, lse = residuals
     # delta_i = rowsum(dO_i * O_i) = sum_j P_ij dP_ij (Dao 2023, sec. 3.1.2); O(N T H Dv),
     # so plain XLA is fine. Padded query rows have dO = 0 and so contribute nothing.
-    delta = jnp.einsum("nthd,nthd->nht", out.astype(jnp.float32), d_out.astype(jnp.float32))
+    delta = jnp.einsum("nthd,nthd->nht", out.astype(config.acc), d_out.astype(config.acc))
     dk, dv, d_bias = _backward_dkdv(config, q, k, v, d_out, lse, delta, bias, mask)
     dq = _backward_dq(config, q, k, v, d_out, lse, delta, bias, mask)
     if bias is not None:

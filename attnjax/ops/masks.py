@@ -128,6 +128,9 @@ def padding_mask_from_tokens(
 def combine_masks(*masks: Array | None) -> Array | None:
     """Logical AND of boolean masks, broadcasting; ``None`` entries are skipped.
 
+    Masks of lower rank get leading size-1 axes first (``[T, S]`` with ``[B, 1, T, S]``), by
+    explicit reshape, so this also runs under ``jax.numpy_rank_promotion("raise")``.
+
     Returns ``None`` when every mask is ``None`` (no masking).
     """
     present = [m for m in masks if m is not None]
@@ -139,6 +142,11 @@ def combine_masks(*masks: Array | None) -> Array | None:
             )
     if not present:
         return None
+    rank = max(np.ndim(m) for m in present)
+    present = [
+        m if np.ndim(m) == rank else jnp.reshape(m, (1,) * (rank - np.ndim(m)) + np.shape(m))
+        for m in present
+    ]
     out = present[0]
     for m in present[1:]:
         out = jnp.logical_and(out, m)

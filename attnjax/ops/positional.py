@@ -48,7 +48,9 @@ def sinusoidal_encoding(
             raise ValueError(f"sinusoidal_encoding: `length` must be > 0, got {length}")
         positions = jnp.arange(length)
     inv_freq = 1.0 / (max_timescale ** (np.arange(0, dim, 2, dtype=np.float32) / dim))
-    angles = jnp.asarray(positions, jnp.float32)[..., None] * inv_freq  # [..., L, dim/2]
+    positions = jnp.asarray(positions, jnp.float32)[..., None]  # [..., L, 1]
+    # Broadcast by explicit reshape (no implicit rank promotion: numpy_rank_promotion="raise").
+    angles = positions * inv_freq.reshape((1,) * (positions.ndim - 1) + (-1,))  # [..., L, dim/2]
     encoding = jnp.stack([jnp.sin(angles), jnp.cos(angles)], axis=-1)  # interleave
     return encoding.reshape(*angles.shape[:-1], dim).astype(dtype)
 
@@ -86,9 +88,16 @@ def apply_rope(x: Array, positions: Array | None = None, *, base: float = 10_000
             f"apply_rope: `positions` must broadcast to [..., L={length}], got shape "
             f"{list(positions.shape)}"
         )
-    angles = positions.astype(jnp.float32)[..., :, None, None] * inv_freq  # [..., L, 1, D/2]
+    # Every broadcast below is by explicit reshape to one rank, so that this runs under
+    # jax.numpy_rank_promotion("raise"): positions [..., L] -> [..., L, 1, 1].
+    lead = max(positions.ndim, x.ndim - 2, 1)
+    positions = jnp.reshape(positions, (1,) * (lead - positions.ndim) + positions.shape)
+    angles = positions.astype(jnp.float32)[..., None, None] * inv_freq.reshape(
+        (1,) * (lead + 1) + (-1,)
+    )  # [..., L, 1, D/2]
     cos, sin = jnp.cos(angles), jnp.sin(angles)
     x32 = x.astype(jnp.float32)
+    x32 = jnp.reshape(x32, (1,) * (lead + 2 - x.ndim) + x32.shape)
     first, second = x32[..., : head_dim // 2], x32[..., head_dim // 2 :]
     rotated = jnp.concatenate([first * cos - second * sin, second * cos + first * sin], axis=-1)
     return rotated.astype(x.dtype)

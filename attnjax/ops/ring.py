@@ -62,6 +62,7 @@ def _dense_shard(query: Array, key: Array, value: Array, *, axis_name: str,
     q = (query.astype(compute) * scale).reshape(b, tb, hk, g, d)
     rotate = [(i, (i + 1) % n) for i in range(n)]
     q_pos = index * tb + jnp.arange(tb)
+    neg = _chunked.large_negative(compute)  # finite stand-in for -inf (jax.debug_infs)
 
     def attend(k, v, source, stats):
         """Fold key/value block ``source`` into the running statistics."""
@@ -69,9 +70,10 @@ def _dense_shard(query: Array, key: Array, value: Array, *, axis_name: str,
         s = jnp.einsum("bqkgd,bskd->bkgqs", q, k.astype(compute))  # [B, Hk, G, Tb, Sb]
         if is_causal:
             k_pos = source * sb + jnp.arange(sb)
-            s = jnp.where(k_pos[None, :] <= q_pos[:, None], s, -jnp.inf)
+            visible = k_pos[None, :] <= q_pos[:, None]  # [Tb, Sb]
+            s = jnp.where(visible.reshape(1, 1, 1, tb, sb), s, neg)
         m_new = jnp.maximum(m, s.max(-1))
-        m_safe = jnp.where(m_new == -jnp.inf, 0.0, m_new)  # rows that saw no key yet
+        m_safe = jnp.where(m_new == neg, 0.0, m_new)  # rows that saw no key yet
         p = jnp.exp(s - m_safe[..., None])
         correction = jnp.exp(m - m_safe)
         norm = norm * correction + p.sum(-1)
@@ -84,7 +86,9 @@ def _dense_shard(query: Array, key: Array, value: Array, *, axis_name: str,
         k, v, stats = carry
         source = (index - i) % n  # the block that arrived after i rotations
         if is_causal:  # blocks wholly after this query block are all masked: skip them
-            stats = lax.cond(source <= index, lambda st: attend(k, v, source, st),
+            # (by positions: with Sb < Tb a later block index can still hold visible keys)
+            visible = source * sb <= index * tb + tb - 1
+            stats = lax.cond(visible, lambda st: attend(k, v, source, st),
                              lambda st: st, stats)
         else:
             stats = attend(k, v, source, stats)
@@ -93,7 +97,7 @@ def _dense_shard(query: Array, key: Array, value: Array, *, axis_name: str,
 
     # Derived from q so that they carry its sharding/varying-axis type (see ops.chunked).
     zeros = jnp.zeros_like(jnp.moveaxis(q[..., 0], 1, 3))  # [B, Hk, G, Tb]
-    stats = (jnp.full_like(zeros, -jnp.inf), zeros,
+    stats = (jnp.full_like(zeros, neg), zeros,
              jnp.broadcast_to(zeros[..., None], (*zeros.shape, dv)))
     (_, _, (m, norm, acc)), _ = lax.scan(step, (key, value, stats), jnp.arange(n))
     out = acc / jnp.where(norm > 0, norm, 1.0)[..., None]  # [B, Hk, G, Tb, Dv]
@@ -144,10 +148,15 @@ def _kind(source, index):
 
 
 def _merge(o, lse, o_blk, lse_blk):
-    """Combine two partial softmax results by their log-sum-exps (-inf: no key seen)."""
-    lse_blk = jnp.where(lse_blk == jnp.inf, -jnp.inf, lse_blk)  # chunked marks no-key rows +inf
+    """Combine two partial softmax results by their log-sum-exps.
+
+    A row that saw no key has ``lse == large_negative`` (the finite stand-in for -inf: no
+    inf is ever formed, ``jax.debug_infs``), which ``logaddexp`` absorbs exactly; chunked
+    marks such rows ``-large_negative`` (its +inf), converted here."""
+    neg = _chunked.large_negative(lse.dtype)
+    lse_blk = jnp.where(lse_blk == -neg, neg, lse_blk)
     new = jnp.logaddexp(lse, lse_blk)
-    safe = jnp.where(new == -jnp.inf, 0.0, new)
+    safe = jnp.where(new == neg, 0.0, new)
     w_old = jnp.moveaxis(jnp.exp(lse - safe), 3, 1)[..., None]  # [B, Tp, Hk, G, 1]
     w_blk = jnp.moveaxis(jnp.exp(lse_blk - safe), 3, 1)[..., None]
     return o * w_old + o_blk * w_blk, new
@@ -158,12 +167,13 @@ def _ring_forward(axis_name, is_causal, plans, q, k, v):
     index = lax.axis_index(axis_name)
     rotate = [(i, (i + 1) % n) for i in range(n)]
     dv = v.shape[-1]
+    neg = _chunked.large_negative(q.dtype)  # -inf's finite stand-in: no key seen yet
 
     def visit(i, k, v):
         if not is_causal:
             return _chunked._forward(plans[0], q, k, v, None, None)
         skip = (_chunked._zeros_with_last(q, dv),
-                jnp.full_like(jnp.moveaxis(q[..., 0], 1, 3), -jnp.inf))
+                jnp.full_like(jnp.moveaxis(q[..., 0], 1, 3), neg))
         return lax.switch(_kind((index - i) % n, index), [
             lambda: _chunked._forward(plans[0], q, k, v, None, None),
             lambda: _chunked._forward(plans[1], q, k, v, None, None),
@@ -179,11 +189,11 @@ def _ring_forward(axis_name, is_causal, plans, q, k, v):
         return (k, v, o, lse), None
 
     init = (k, v, _chunked._zeros_with_last(q, dv),
-            jnp.full_like(jnp.moveaxis(q[..., 0], 1, 3), -jnp.inf))
+            jnp.full_like(jnp.moveaxis(q[..., 0], 1, 3), neg))
     # n - 1 rotations visit every block: the last one is attended where it arrived.
     (k, v, o, lse), _ = lax.scan(step, init, jnp.arange(n - 1))
     o, lse = attend(n - 1, k, v, o, lse)
-    return o, jnp.where(lse == -jnp.inf, jnp.inf, lse)  # chunked's convention for the backward
+    return o, jnp.where(lse == neg, -neg, lse)  # chunked's convention for the backward
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
