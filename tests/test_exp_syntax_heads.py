@@ -164,3 +164,9 @@ def test_smoke_run_keeps_the_contract_and_its_verdict_recomputes(tour_smoke):
     assert judged["verdict"] == stored["verdict"] and judged["measured"] == stored["measured"]
     assert (run_dir.path / stored["figures"][0]).is_file()
     assert len(run_dir.records()) == len(model["rows"])
+    det = next(p for p in stored["published_table"] if p["relation"] == "det")
+    assert det["value"] == 94.3 and det["sd"] == "det"  # Clark et al.'s Table 1 row
+    mine = next(r for r in model["rows"]
+                if r["relation"] == "det" and r["direction"] == "dependent->head")
+    assert det["ours"] == pytest.approx(100 * mine["test"]["mean"])
+    assert [p["relation"] for p in stored["published"]] == ["all", "nsubj", "obj", "det"]
