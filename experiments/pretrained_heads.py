@@ -184,15 +184,7 @@ def measure(config: ml_collections.ConfigDict, run_dir: experiment.RunDir,
             model=None) -> dict:
     model = model or _minilm.load(config)
     pairs, source = load_pairs(config)
-    sentences, candidates, pronouns, answers, pair_of = [], [], [], [], []
-    for p, pair in enumerate(pairs):
-        for sentence, answer in zip(pair.sentences, pair.answers, strict=True):
-            sentences.append(sentence)
-            candidates.append(pair.candidates)
-            pronouns.append(pair.pronoun)
-            answers.append(answer)
-            pair_of.append(p)
-    answers, pair_of = np.array(answers), np.array(pair_of)
+    sentences, candidates, pronouns, answers, pair_of = twin_sentences(pairs)
     on_candidates, vectors, positions = pronoun_attention(model, sentences, candidates,
                                                           pronouns)
     accuracy = head_accuracy(on_candidates, answers)
