@@ -141,6 +141,11 @@ REGISTRY: dict[str, Experiment] = {
             "candidate on Winograd schemas",
         ),
         Experiment(
+            name="positions",
+            claim="attention is inherently order-agnostic: position information must be "
+            "explicitly added (unless a causal mask already leaks the order)",
+        ),
+        Experiment(
             name="syntax_heads",
             claim="attention heads specialise in grammar: some head tracks grammatical "
             "structure, attending from a word to its syntactic head",
