@@ -113,6 +113,10 @@ SLOW_TESTS = {
     ("test_train", "test_fit_learns_to_copy_and_decoding_recovers_the_source"),
     ("test_train", "test_greedy_kv_cache_decoding_equals_argmax_of_full_forward_passes"),
     ("test_train", "test_interrupted_run_resumes_to_identical_parameters_and_complete_metrics"),
+    ("test_structured", "test_random_structures_match_the_dense_reference_forward_and_backward"),  # noqa: E501
+    ("test_structured", "test_structures_work_under_jit_vmap_and_strict_modes"),
+    ("test_structured", "test_schedule_skips_only_empty_blocks_and_calls_full_only_full_ones"),
+    ("test_structured", "test_score_fn_closure_gets_its_gradient_through_the_recomputation"),
     ("test_trainer", "test_a_learning_rate_sweep_is_one_program_whose_members_match_single_rate_runs"),  # noqa: E501
     ("test_trainer", "test_the_step_donates_its_state_unless_asked_not_to"),
     ("test_trainer", "test_vmapped_seeds_follow_the_loss_curves_of_separate_runs"),

@@ -25,12 +25,14 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from attnjax.ops import structure as structure_lib
 from attnjax.ops.chunked import chunked_attention, large_negative
 from attnjax.ops.masks import causal_mask
+from attnjax.ops.structure import Structure
 
 Array = jax.Array
 
-IMPLEMENTATIONS = ("xla", "chunked", "flash")
+IMPLEMENTATIONS = ("xla", "chunked", "flash", "cudnn")
 
 # On the CPU the materialised [T, S] scores fall out of the cache from about 1024 x 1024 per
 # head, and the blocked implementation wins (experiments/scaling.py); below it XLA's fused
@@ -206,7 +208,7 @@ def _validate(query, key, value, bias, mask, scale, dropout_rate, dropout_rng, i
             f"dot_product_attention: `implementation` must be None or one of {IMPLEMENTATIONS}, "
             f"got {implementation!r}"
         )
-    if implementation in ("chunked", "flash") and dropout_rate > 0.0:
+    if implementation in ("chunked", "flash", "cudnn") and dropout_rate > 0.0:
         raise ValueError(
             f"dot_product_attention: implementation={implementation!r} has no attention "
             f"dropout, got dropout_rate={dropout_rate}; use implementation='xla' or None"
@@ -264,7 +266,7 @@ def dot_product_attention_weights(
     return _weights(query, key, bias, mask, is_causal, scale)
 
 
-def _weights(query, key, bias, mask, is_causal, scale):
+def _weights(query, key, bias, mask, is_causal, scale, structure=None, residual=False):
     *batch, t, h, d = query.shape
     s, hk = key.shape[-3], key.shape[-2]
     groups = h // hk
@@ -287,6 +289,8 @@ def _weights(query, key, bias, mask, is_causal, scale):
     rank = logits.ndim  # masks and biases are broadcast by explicit reshapes to this rank
     if bias is not None:
         logits = logits + _with_rank(bias.astype(compute_dtype), rank)
+    if structure is not None or residual:
+        return _structured_weights(logits, mask, is_causal, structure, residual)
     if bias is None and mask is None:
         # No row can be empty (causal row i always sees key 0): the plain softmax, which
         # XLA:CPU fuses with the matmul that produced the logits; the causal mask enters as
@@ -305,6 +309,56 @@ def _weights(query, key, bias, mask, is_causal, scale):
     return masked_softmax(logits, mask)
 
 
+def _structured_weights(logits, mask, is_causal, st: Structure | None, residual: bool):
+    """The dense reference of a ``Structure``: ``score_fn`` and the elementwise rule
+    evaluated on the whole ``[..., H, T, S]`` (O(T S): the ``"xla"`` path). Returns the
+    weights, and with ``residual`` also the row log-sum-exp ``[..., H, T]``."""
+    *batch, h, t, s = logits.shape
+    nb = int(np.prod(batch, dtype=np.int64))
+    flat = logits.reshape(nb, h, t, s)
+    if mask is not None:
+        mask = jnp.broadcast_to(_with_rank(mask, logits.ndim), logits.shape).reshape(nb, h, t, s)
+    if is_causal:
+        st = (st or Structure()).replace(causal=0) if st is None or st.causal is None else st
+    if st is not None:
+        b_, h_, q_, k_, q_seg, kv_seg = structure_lib.dense(st, nb, h, t, s)
+        if st.score_fn is not None:
+            flat = st.score_fn(flat, b_, h_, q_, k_).astype(flat.dtype)
+        keep = structure_lib.keep(st, b_, h_, q_, k_, q_seg, kv_seg)
+        if keep is not None:
+            mask = keep if mask is None else jnp.logical_and(mask, keep)
+    weights = masked_softmax(flat, mask).reshape(logits.shape)
+    if not residual:
+        return weights
+    kept = flat >= jnp.finfo(flat.dtype).min
+    if mask is not None:
+        kept = jnp.logical_and(kept, jnp.broadcast_to(mask, flat.shape))
+    neg = large_negative(flat.dtype)
+    row_max = jnp.max(jnp.where(kept, flat, neg), axis=-1, keepdims=True)
+    total = jnp.sum(jnp.where(kept, jnp.exp(jnp.minimum(flat - row_max, 0.0)), 0.0), axis=-1)
+    seen = total > 0
+    lse = jnp.where(seen, row_max[..., 0] + jnp.log(jnp.where(seen, total, 1.0)), neg)
+    return weights, lax.stop_gradient(lse.reshape(*batch, h, t))
+
+
+def _cudnn(query, key, value, *, bias, mask, is_causal, scale, return_residual,
+           query_seq_lengths, key_value_seq_lengths, local_window_size):
+    """``implementation="cudnn"``: passes through to ``jax.nn.dot_product_attention``."""
+    if jax.default_backend() != "gpu":
+        raise ValueError(
+            "dot_product_attention: implementation='cudnn' needs an NVIDIA GPU (it calls "
+            f"jax.nn.dot_product_attention(implementation='cudnn')); this backend is "
+            f"{jax.default_backend()!r}: use implementation=None, 'xla' or 'chunked'")
+    if is_causal not in (True, False):
+        raise ValueError("dot_product_attention: implementation='cudnn' takes is_causal as a "
+                         f"bool (top-left), got {is_causal!r}")
+    return jax.nn.dot_product_attention(
+        query, key, value, bias=bias, mask=mask, scale=scale, is_causal=bool(is_causal),
+        query_seq_lengths=query_seq_lengths, key_value_seq_lengths=key_value_seq_lengths,
+        local_window_size=local_window_size, implementation="cudnn",
+        return_residual=return_residual)
+
+
 def dot_product_attention(
     query: Array,
     key: Array,
@@ -318,6 +372,15 @@ def dot_product_attention(
     dropout_rng: Array | None = None,
     implementation: str | None = None,
     return_weights: bool = False,
+    query_seq_lengths: Array | None = None,
+    key_value_seq_lengths: Array | None = None,
+    local_window_size: int | tuple[int, int] | None = None,
+    query_segment_ids: Array | None = None,
+    key_value_segment_ids: Array | None = None,
+    prefix_lengths: Array | None = None,
+    mask_fn=None,
+    score_fn=None,
+    return_residual: bool = False,
 ) -> Array | tuple[Array, Array]:
     """Scaled dot-product attention (Vaswani et al. 2017, eq. 1).
 
@@ -328,7 +391,9 @@ def dot_product_attention(
       bias: optional float array broadcastable to ``[..., H, T, S]`` added to the logits
         (relative positions, ALiBi, an additive mask; ``-inf`` entries count as masked).
       mask: optional bool array broadcastable to ``[..., H, T, S]``; True = attend.
-      is_causal: forbid query ``i`` from seeing keys ``j > i`` (top-left aligned, as jax.nn).
+      is_causal: forbid query ``i`` from seeing keys ``j > i`` (``True`` or ``"top_left"``:
+        top-left aligned, as jax.nn), or ``j > i + S - T`` (``"bottom_right"``: the T queries
+        are the last T of the S positions, as with a KV cache).
       scale: logit scale; default ``1 / sqrt(D)``.
       dropout_rate: probability of dropping an attention weight (inverted dropout).
       dropout_rng: ``jax.random`` key, required when ``dropout_rate > 0``.
@@ -340,17 +405,69 @@ def dot_product_attention(
         dropout and do not return weights.
       return_weights: also return the attention weights (before dropout); with
         ``implementation=None`` this selects ``"xla"``.
+      query_seq_lengths, key_value_seq_lengths: ``[...]`` int; as jax.nn: query ``i`` of
+        example ``b`` exists iff ``i < query_seq_lengths[b]`` (the others output zeros), key
+        ``j`` iff ``j < key_value_seq_lengths[b]``.
+      local_window_size: as jax.nn: ``(left, right)`` (or one int for both): query ``i``
+        sees keys ``i - left <= j <= i + right``. With ``is_causal`` and ``(w, 0)`` this is
+        sliding-window attention; ``"chunked"`` skips the key blocks outside the band.
+      query_segment_ids, key_value_segment_ids: ``[..., T]`` / ``[..., S]`` int (document
+        packing): query ``i`` sees key ``j`` only if their ids are equal. The second
+        defaults to the first when ``T == S``.
+      prefix_lengths: ``[...]`` int, with ``is_causal``: keys ``j < prefix_lengths[b]``
+        are visible to every query (prefix LM).
+      mask_fn: ``mask_fn(batch, head, q_index, kv_index) -> bool``, True = attend; and
+      score_fn: ``score_fn(score, batch, head, q_index, kv_index) -> score``, applied to
+        the scaled scores after ``bias``: both elementwise in jnp on broadcastable int32
+        index arrays (``ops.structure``). Arrays ``score_fn`` closes over get gradients.
+      return_residual: also return the row log-sum-exp of the kept scaled scores,
+        ``[..., T, H]``, as jax.nn (no gradient through it). Rows that see no key hold
+        ``large_negative`` (jax.nn: the log-sum-exp of its masked placeholders).
+
+    Everything structured is combined by AND (``prefix_lengths`` widens the causal mask)
+    and never materialised by ``"chunked"``: it decides per (query block, key block)
+    whether the block is empty (skipped), full (not masked) or partial. ``"xla"`` evaluates
+    the same rule densely (the reference). ``"flash"`` takes only ``mask``/``bias``/
+    ``is_causal``. ``implementation="cudnn"`` passes everything jax.nn knows through to
+    ``jax.nn.dot_product_attention(implementation="cudnn")`` on an NVIDIA GPU and raises
+    elsewhere. Unlike jax.nn's ``"xla"``, a query row that sees no key outputs zeros (jax.nn
+    averages the values there).
 
     Returns:
       ``out [..., T, H, Dv]`` in the dtype of ``query``, or ``(out, weights)`` with
-      ``weights [..., H, T, S]`` (float32 or wider) when ``return_weights``. Query rows that
-      can see no key give a zero output and zero (finite) gradients.
+      ``weights [..., H, T, S]`` (float32 or wider) when ``return_weights``, then
+      ``lse [..., T, H]`` when ``return_residual``. Query rows that can see no key give a
+      zero output and zero (finite) gradients.
     """
     _validate(query, key, value, bias, mask, scale, dropout_rate, dropout_rng, implementation)
+    *batch, t, _, _ = query.shape
+    s = key.shape[-3]
+    if implementation == "cudnn":
+        for name, x in (("query_segment_ids", query_segment_ids),
+                        ("prefix_lengths", prefix_lengths), ("mask_fn", mask_fn),
+                        ("score_fn", score_fn)):
+            if x is not None:
+                raise ValueError(f"dot_product_attention: implementation='cudnn' (jax.nn) "
+                                 f"has no `{name}`; use 'chunked' or 'xla'")
+        if return_weights:
+            raise ValueError("dot_product_attention: implementation='cudnn' does not return "
+                             "weights")
+        return _cudnn(query, key, value, bias=bias, mask=mask, is_causal=is_causal,
+                      scale=scale, return_residual=return_residual,
+                      query_seq_lengths=query_seq_lengths,
+                      key_value_seq_lengths=key_value_seq_lengths,
+                      local_window_size=local_window_size)
+    structure = structure_lib.make_structure(
+        tuple(batch), t, s, is_causal=is_causal, local_window_size=local_window_size,
+        query_seq_lengths=query_seq_lengths, key_value_seq_lengths=key_value_seq_lengths,
+        query_segment_ids=query_segment_ids, key_value_segment_ids=key_value_segment_ids,
+        prefix_lengths=prefix_lengths, mask_fn=mask_fn, score_fn=score_fn)
+    simple_causal = structure is not None and structure.causal == 0 and all(
+        getattr(structure, f) is None for f in ("window", "mask_fn", "score_fn")) and all(
+        x is None for x in structure.arrays.values())
     if implementation is None:
-        implementation = choose_implementation(
-            query.shape[-3], key.shape[-3], dropout_rate=dropout_rate, return_weights=return_weights
-        )
+        implementation = choose_implementation(t, s, dropout_rate=dropout_rate,
+                                               return_weights=return_weights)
     if implementation != "xla":
         if return_weights:
             raise ValueError(
@@ -358,11 +475,23 @@ def dot_product_attention(
                 "[T, S] weights, so return_weights=True needs implementation='xla' or None"
             )
         if implementation == "chunked":
-            blocked = chunked_attention
-        else:  # Pallas is imported only when asked for
-            from attnjax.ops.flash import flash_attention as blocked
-        return blocked(query, key, value, bias=bias, mask=mask, is_causal=is_causal, scale=scale)
-    weights = _weights(query, key, bias, mask, is_causal, scale)
+            return chunked_attention(query, key, value, bias=bias, mask=mask, scale=scale,
+                                     structure=structure, return_residual=return_residual)
+        # Pallas is imported only when asked for
+        from attnjax.ops.flash import flash_attention
+        if (structure is not None and not simple_causal) or return_residual:
+            raise ValueError(
+                "dot_product_attention: implementation='flash' takes mask, bias and a bool "
+                "is_causal only (no window, lengths, segment ids, prefix, mask_fn, score_fn "
+                "or return_residual yet); use implementation='chunked', which takes them all")
+        return flash_attention(query, key, value, bias=bias, mask=mask,
+                               is_causal=simple_causal, scale=scale)
+    if simple_causal and not return_residual:
+        weights = _weights(query, key, bias, mask, True, scale)
+        lse = None
+    else:
+        weights = _weights(query, key, bias, mask, False, scale, structure, return_residual)
+        weights, lse = weights if return_residual else (weights, None)
     *batch, t, h, _ = query.shape
     s, hk, dv = value.shape[-3:]
     groups = h // hk
@@ -380,4 +509,6 @@ def dot_product_attention(
     )
     out = jnp.moveaxis(out, n + 2, n)
     out = out.reshape(*batch, t, h, dv).astype(query.dtype)
-    return (out, weights) if return_weights else out
+    extra = ((weights,) if return_weights else ()) + \
+        ((jnp.swapaxes(lse, -1, -2),) if return_residual else ())
+    return (out, *extra) if extra else out

@@ -32,6 +32,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from attnjax.ops import structure as structure_lib
+from attnjax.ops.structure import Structure
+
 Array = jax.Array
 
 
@@ -44,7 +47,9 @@ class _Plan(NamedTuple):
     block_k: int
     n_q: int  # number of query blocks (padded length = n_q * block_q)
     n_k: int
-    causal: bool
+    # The static part of the call's ``Structure`` (``causal``, ``window``, the functions;
+    # array fields hold True where the call has that array, which travels in ``aux``), or None.
+    spec: Structure | None
     has_mask: bool
     has_bias: bool
     scale: float  # applied to each query block; 1.0 when a traced scale was folded into q
@@ -111,27 +116,92 @@ def _slice_ts(x, i, j, plan: _Plan):
     return lax.dynamic_slice(x, starts, sizes)
 
 
-def _keep(i, j, mask_blk, plan: _Plan):
+def _static(st: Structure | None) -> Structure | None:
+    """``st`` with every array replaced by True: hashable, for the plan."""
+    if st is None:
+        return None
+    return st.replace(**{k: (None if v is None else True) for k, v in st.arrays.items()})
+
+
+def _aux(st: Structure | None, t: int, s: int, tp: int, sp: int, consts=()) -> dict:
+    """The arrays of ``st`` (segment ids padded to the blocked lengths) and ``consts`` (the
+    arrays ``score_fn`` closes over), the traced argument that goes with ``plan.spec``."""
+    arrays = {} if st is None else {k: v for k, v in st.arrays.items() if v is not None}
+    if "q_segments" in arrays:
+        arrays["q_segments"] = jnp.pad(arrays["q_segments"], ((0, 0), (0, tp - t)), mode="edge")
+        arrays["kv_segments"] = jnp.pad(arrays["kv_segments"], ((0, 0), (0, sp - s)),
+                                        mode="edge")
+    return {"arrays": arrays, "consts": tuple(consts), "q_offset": 0, "k_offset": 0}
+
+
+def _structure(plan: _Plan, aux) -> Structure | None:
+    """The call's ``Structure`` with its arrays (``aux``) back in place."""
+    if plan.spec is None:
+        return None
+    return plan.spec.replace(**aux["arrays"])
+
+
+def _indices(i, j, plan: _Plan, aux, hk: int, g: int):
+    """Rank-5 index arrays of block ``(i, j)`` in the forward layout ``[B, Hk, G, bq, bk]``:
+    batch, query head, absolute query and key positions."""
+    bq, bk = plan.block_q, plan.block_k
+    rows = aux["q_offset"] + i * bq + lax.broadcasted_iota(jnp.int32, (1, 1, 1, bq, 1), 3)
+    cols = aux["k_offset"] + j * bk + lax.broadcasted_iota(jnp.int32, (1, 1, 1, 1, bk), 4)
+    heads = lax.broadcasted_iota(jnp.int32, (1, hk, g, 1, 1), 1) * g \
+        + lax.broadcasted_iota(jnp.int32, (1, hk, g, 1, 1), 2)
+    return rows, cols, heads
+
+
+def _batch_index(nb: int):
+    return lax.broadcasted_iota(jnp.int32, (nb, 1, 1, 1, 1), 0)
+
+
+def _keep(i, j, mask_blk, plan: _Plan, aux=None, shape=None):
     """Boolean 5-d ``[.., block_q, block_k]`` of kept scores, or None when all are kept.
 
-    Always of rank 5, like the score blocks: no implicit rank promotion (it runs under
+    ``shape``: ``(B, Hk, G)`` of the scores (needed with a structure). Always of rank 5,
+    like the score blocks: no implicit rank promotion (it runs under
     ``jax.numpy_rank_promotion("raise")``)."""
     keep = mask_blk
     rows = i * plan.block_q + lax.broadcasted_iota(jnp.int32, (1, 1, 1, plan.block_q, 1), 3)
     cols = j * plan.block_k + lax.broadcasted_iota(jnp.int32, (1, 1, 1, 1, plan.block_k), 4)
-    if plan.causal:
-        keep = cols <= rows if keep is None else jnp.logical_and(keep, cols <= rows)
+    st = None if aux is None else _structure(plan, aux)
+    if st is not None and st.masks:
+        nb, hk, g = shape
+        q_abs, k_abs, heads = _indices(i, j, plan, aux, hk, g)
+        q_seg = kv_seg = None
+        if st.q_segments is not None:
+            q_seg = lax.dynamic_slice_in_dim(st.q_segments, i * plan.block_q, plan.block_q,
+                                             axis=1).reshape(nb, 1, 1, plan.block_q, 1)
+            kv_seg = lax.dynamic_slice_in_dim(st.kv_segments, j * plan.block_k, plan.block_k,
+                                              axis=1).reshape(nb, 1, 1, 1, plan.block_k)
+        structured = structure_lib.keep(st, _batch_index(nb), heads, q_abs, k_abs, q_seg, kv_seg)
+        keep = structured if keep is None else jnp.logical_and(keep, structured)
     if plan.n_k * plan.block_k != plan.s:
         keep = cols < plan.s if keep is None else jnp.logical_and(keep, cols < plan.s)
+    del rows
     return keep
 
 
-def _kv_blocks_for(i, plan: _Plan):
-    """Number of key blocks query block ``i`` must visit (all of them unless causal)."""
-    if not plan.causal:
-        return plan.n_k
-    last_row = jnp.minimum(i * plan.block_q + plan.block_q, plan.t) - 1
-    return jnp.minimum(last_row // plan.block_k + 1, plan.n_k)
+def _schedule(plan: _Plan, aux, shape):
+    """``(visit, count, full)`` of ``structure.block_schedule`` for this plan."""
+    nb, hk, g = shape
+    st = _structure(plan, aux)
+    return structure_lib.block_schedule(
+        st, t=plan.t, s=plan.s, block_q=plan.block_q, block_k=plan.block_k, n_q=plan.n_q,
+        n_k=plan.n_k, has_dense_mask=plan.has_mask, q_offset=aux["q_offset"],
+        k_offset=aux["k_offset"], nb=nb, h=hk * g, hk=hk)
+
+
+def _score_fn(plan: _Plan, aux, i, j, shape):
+    """``score -> score_fn(score, batch, head, q, k, *consts)`` of block ``(i, j)``
+    (forward layout), or None."""
+    if plan.spec is None or plan.spec.score_fn is None:
+        return None
+    nb, hk, g = shape
+    q_abs, k_abs, heads = _indices(i, j, plan, aux, hk, g)
+    fn = plan.spec.score_fn
+    return lambda score, consts: fn(score, _batch_index(nb), heads, q_abs, k_abs, *consts)
 
 
 def _query_block(q, i, plan: _Plan):
@@ -160,25 +230,71 @@ def _zeros_with_last(x, size: int):
     return jnp.broadcast_to(jnp.zeros_like(x[..., :1]), (*x.shape[:-1], size))
 
 
-def _forward(plan: _Plan, q, k, v, mask, bias):
+def _masks_scores(plan: _Plan) -> bool:
+    """Whether some scores of some block are masked (a dense mask, a structure that masks,
+    or the padded tail of the keys)."""
+    return (plan.has_mask or (plan.spec is not None and plan.spec.masks)
+            or plan.n_k * plan.block_k != plan.s)
+
+
+def _visits(plan: _Plan, aux, shape):
+    """``(visit, count, full, fixed)``: the schedule, and whether every query block visits
+    all ``n_k`` key blocks (then the loops have a static trip count)."""
+    fixed = plan.spec is None and not plan.has_mask
+    visit, count, full = _schedule(plan, aux, shape)
+    return visit, count, full, fixed
+
+
+def _scores(plan, aux, i, j, t_, full, s, mask, shape, layout_t=False):
+    """Applies ``score_fn`` and the masks to the scores ``s`` of block ``(i, j)`` (``t_``:
+    its place in ``visit``; ``full[i, t_]`` blocks skip the mask). Returns ``(scores,
+    pullback)``: ``pullback(ds)`` maps the cotangent of the returned scores to those of
+    ``s`` and of ``score_fn``'s consts (None without ``score_fn``).
+
+    ``layout_t``: ``s`` is the backward pass's transposed block ``[B, Hk, bk, G, bq]``;
+    ``score_fn`` and the masks are evaluated in the forward layout and moved back."""
+    neg = large_negative(s.dtype)
+    to_fwd = (lambda x: jnp.moveaxis(x, 2, 4)) if layout_t else (lambda x: x)  # noqa: E731
+    to_out = (lambda x: jnp.moveaxis(x, 4, 2)) if layout_t else (lambda x: x)  # noqa: E731
+    pullback = None
+    fn = _score_fn(plan, aux, i, j, shape)
+    if fn is not None:
+        modified, vjp = jax.vjp(fn, to_fwd(s), aux["consts"])
+        s = to_out(modified)
+
+        def pullback(ds):
+            d_scores, d_consts = vjp(to_fwd(ds))
+            return to_out(d_scores), d_consts
+    if _masks_scores(plan):
+        def masked(x):
+            keep = _keep(i, j, _slice_ts(mask, i, j, plan), plan, aux, shape)
+            return jnp.where(to_out(keep), x, neg)
+        s = lax.cond(full[i, t_], lambda x: x, masked, s)
+    return s, pullback
+
+
+def _forward(plan: _Plan, q, k, v, mask, bias, aux=None):
     """q: [B, Tp, Hk, G, D], k: [B, Sp, Hk, D], v: [B, Sp, Hk, Dv] (the caller's layouts).
+    ``aux``: the traced part of the structure (``_aux``; default none).
 
     Returns o: [B, Tp, Hk, G, Dv] and lse: [B, Hk, G, Tp] (``-large_negative``, the finite
     stand-in for +inf, on rows that see no key).
     """
+    aux = _aux(None, plan.t, plan.s, 0, 0) if aux is None else aux
     dv = v.shape[-1]
     bq = plan.block_q
     neg = large_negative(q.dtype)
+    shape = q.shape[0], q.shape[2], q.shape[3]
+    visit, count, full, fixed = _visits(plan, aux, shape)
 
-    def block(i, qb, j, carry):
+    def block(i, qb, t_, carry):
         m, norm, acc = carry
+        j = visit[i, t_]
         kb, vb = _kv_block(k, j, plan), _kv_block(v, j, plan)
         s = jnp.einsum("bkgqd,bksd->bkgqs", qb, kb)
         if bias is not None:
             s = s + _slice_ts(bias, i, j, plan)
-        keep = _keep(i, j, _slice_ts(mask, i, j, plan), plan)
-        if keep is not None:
-            s = jnp.where(keep, s, neg)
+        s, _ = _scores(plan, aux, i, j, t_, full, s, mask, shape)
         m_new = jnp.maximum(m, jnp.max(s, axis=-1))
         m_safe = jnp.where(m_new == neg, 0.0, m_new)  # rows that saw no key yet
         p = jnp.exp(s - m_safe[..., None])
@@ -199,7 +315,7 @@ def _forward(plan: _Plan, q, k, v, mask, bias):
             m, norm, acc = block(i, qb, 0, init)
         else:
             m, norm, acc = lax.fori_loop(
-                0, _kv_blocks_for(i, plan), functools.partial(block, i, qb), init
+                0, plan.n_k if fixed else count[i], functools.partial(block, i, qb), init
             )
         seen = norm > 0
         ob = acc / jnp.where(seen, norm, 1.0)[..., None]
@@ -215,67 +331,83 @@ def _forward(plan: _Plan, q, k, v, mask, bias):
     return lax.fori_loop(0, plan.n_q, query_block, init)
 
 
-def _backward(plan: _Plan, q, k, v, mask, bias, o, lse, do, init=None):
-    """Gradients of ``sum(o * do)``; shapes as in ``_forward``. Returns dq, dk, dv, dbias.
+def _zero_cotangents(consts):
+    """Zeros for the inexact consts of ``score_fn`` (None for integer ones: no gradient)."""
+    return tuple(jnp.zeros_like(c) if jnp.issubdtype(c.dtype, jnp.inexact) else None
+                 for c in consts)
+
+
+def _backward(plan: _Plan, q, k, v, mask, bias, o, lse, do, init=None, aux=None):
+    """Gradients of ``sum(o * do)``; shapes as in ``_forward``. Returns dq, dk, dv, dbias
+    and the cotangents of ``score_fn``'s consts (a tuple; None for integer ones).
 
     ``init``: ``(dq, dk, dv)`` to add the gradients to (``ops.ring`` accumulates over its
     steps in place); default zeros."""
+    aux = _aux(None, plan.t, plan.s, 0, 0) if aux is None else aux
     bq = plan.block_q
     scale = jnp.asarray(plan.scale, q.dtype)
     neg = large_negative(q.dtype)
     delta = jnp.transpose(jnp.sum(do * o, axis=-1), (0, 2, 3, 1))  # [B, Hk, G, Tp]
+    shape = q.shape[0], q.shape[2], q.shape[3]
+    visit, count, full, fixed = _visits(plan, aux, shape)
 
-    def block(i, qb, dob, lseb, deltab, j, carry):
-        dq_t, dk, dvv, dbias = carry
+    def block(i, qb, dob, lseb, deltab, t_, carry):
+        dq_t, dk, dvv, dbias, dconsts = carry
+        j = visit[i, t_]
         kb, vb = _kv_block(k, j, plan), _kv_block(v, j, plan)
         # Transposed block [B, Hk, block_k, G, block_q]: every matmul below contracts the last
         # axis of its left operand (XLA:CPU's fast path; a transposed left operand is ~3x slower).
         s_t = jnp.einsum("bksd,bkgqd->bksgq", kb, qb)
         if bias is not None:
             s_t = s_t + jnp.moveaxis(_slice_ts(bias, i, j, plan), 4, 2)
-        keep = _keep(i, j, _slice_ts(mask, i, j, plan), plan)
-        shifted = s_t - lseb[:, :, None]
-        if keep is not None:
-            # Masked before exp(): a masked score far above the row's lse must not overflow.
-            shifted = jnp.where(jnp.moveaxis(keep, 4, 2), shifted, neg)
-        p_t = jnp.exp(shifted)
+        # Masked before exp() (inside _scores): a masked score far above the row's lse must
+        # not overflow.
+        s_t, pullback = _scores(plan, aux, i, j, t_, full, s_t, mask, shape, layout_t=True)
+        # Rows that saw no key carry lse = -neg: subtract 0 there (their scores are all neg,
+        # so exp() is 0), which keeps neg - lse from overflowing to -inf (jax.debug_infs).
+        p_t = jnp.exp(s_t - jnp.where(lseb == -neg, 0.0, lseb)[:, :, None])
         dp_t = jnp.einsum("bksd,bkgqd->bksgq", vb, dob)
         ds_t = p_t * (dp_t - deltab[:, :, None])
         dvv_blk = jnp.einsum("bksgq,bkgqd->bksd", p_t, dob)
+        if pullback is not None:
+            ds_t, d_c = pullback(ds_t)
+            dconsts = tuple(None if a is None else a + b.astype(a.dtype)
+                            for a, b in zip(dconsts, d_c, strict=True))
         dk_blk = jnp.einsum("bksgq,bkgqd->bksd", ds_t, qb)
         dq_t = dq_t + jnp.einsum("bkds,bksgq->bkdgq", jnp.swapaxes(kb, 2, 3), ds_t)
         dk = _add_kv_block(dk, dk_blk, j, plan)
         dvv = _add_kv_block(dvv, dvv_blk, j, plan)
         if dbias is not None:
             dbias = _add_bias_grad(dbias, jnp.moveaxis(ds_t, 2, 4), i, j, plan)
-        return dq_t, dk, dvv, dbias
+        return dq_t, dk, dvv, dbias, dconsts
 
     def query_block(i, carry):
-        dq, dk, dvv, dbias = carry
+        dq, dk, dvv, dbias, dconsts = carry
         qb = _query_block(q, i, plan)
         dob = jnp.transpose(lax.dynamic_slice_in_dim(do, i * bq, bq, axis=1), (0, 2, 3, 1, 4))
         lseb = lax.dynamic_slice_in_dim(lse, i * bq, bq, axis=3)
         deltab = lax.dynamic_slice_in_dim(delta, i * bq, bq, axis=3)
         dq_t = jnp.zeros_like(jnp.transpose(qb, (0, 1, 4, 2, 3)))
         body = functools.partial(block, i, qb, dob, lseb, deltab)
+        state = (dq_t, dk, dvv, dbias, dconsts)
         if plan.n_k == 1:
-            dq_t, dk, dvv, dbias = body(0, (dq_t, dk, dvv, dbias))
+            dq_t, dk, dvv, dbias, dconsts = body(0, state)
         else:
-            dq_t, dk, dvv, dbias = lax.fori_loop(
-                0, _kv_blocks_for(i, plan), body, (dq_t, dk, dvv, dbias)
-            )
+            dq_t, dk, dvv, dbias, dconsts = lax.fori_loop(
+                0, plan.n_k if fixed else count[i], body, state)
         # d(loss)/d(q) = scale * d(loss)/d(scaled q); [B, Hk, D, G, bq] -> [B, bq, Hk, G, D]
         dq_b = jnp.transpose(dq_t, (0, 4, 1, 3, 2)) * scale
         if init is not None:
             dq_b = dq_b + lax.dynamic_slice_in_dim(dq, i * bq, bq, axis=1)
         dq = lax.dynamic_update_slice_in_dim(dq, dq_b, i * bq, axis=1)
-        return dq, dk, dvv, dbias
+        return dq, dk, dvv, dbias, dconsts
 
     dbias = None if bias is None else jnp.zeros_like(bias)
+    dconsts = _zero_cotangents(aux["consts"])
     if init is None:
-        carry = (jnp.zeros_like(q), jnp.zeros_like(k), jnp.zeros_like(v), dbias)
+        carry = (jnp.zeros_like(q), jnp.zeros_like(k), jnp.zeros_like(v), dbias, dconsts)
     else:
-        carry = (*init, dbias)
+        carry = (*init, dbias, dconsts)
     if plan.n_q == 1:
         return query_block(0, carry)
     return lax.fori_loop(0, plan.n_q, query_block, carry)
@@ -295,19 +427,24 @@ def _add_bias_grad(dbias, ds, i, j, plan: _Plan):
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _attention(plan, q, k, v, mask, bias):
-    return _forward(plan, q, k, v, mask, bias)[0]
+def _attention(plan, q, k, v, mask, bias, aux):
+    """``(o, lse)``; the log-sum-exp is returned for ``return_residual`` and gets no
+    gradient (its cotangent is ignored, as ``jax.nn``'s stop_gradient on it)."""
+    return _forward(plan, q, k, v, mask, bias, aux)
 
 
-def _attention_fwd(plan, q, k, v, mask, bias):
-    o, lse = _forward(plan, q, k, v, mask, bias)
-    return o, (q, k, v, mask, bias, o, lse)
+def _attention_fwd(plan, q, k, v, mask, bias, aux):
+    o, lse = _forward(plan, q, k, v, mask, bias, aux)
+    return (o, lse), (q, k, v, mask, bias, aux, o, lse)
 
 
-def _attention_bwd(plan, residuals, do):
-    q, k, v, mask, bias, o, lse = residuals
-    dq, dk, dv, dbias = _backward(plan, q, k, v, mask, bias, o, lse, do)
-    return dq, dk, dv, None, dbias
+def _attention_bwd(plan, residuals, cotangents):
+    q, k, v, mask, bias, aux, o, lse = residuals
+    do, _ = cotangents
+    dq, dk, dv, dbias, dconsts = _backward(plan, q, k, v, mask, bias, o, lse, do, aux=aux)
+    daux = jax.tree_util.tree_map(lambda _: None, {**aux, "consts": ()})
+    daux["consts"] = dconsts
+    return dq, dk, dv, None, dbias, daux
 
 
 _attention.defvjp(_attention_fwd, _attention_bwd)
@@ -324,7 +461,9 @@ def chunked_attention(
     scale: float | None = None,
     block_q: int | None = None,
     block_k: int | None = None,
-) -> Array:
+    structure: Structure | None = None,
+    return_residual: bool = False,
+) -> Array | tuple[Array, Array]:
     """Exact attention in ``O(T + S)`` memory (no ``[T, S]`` buffer, forward or backward).
 
     Arguments are those of ``attnjax.ops.dot_product_attention`` (which validates them and
@@ -340,14 +479,25 @@ def chunked_attention(
       scale: logit scale, default ``1 / sqrt(D)``.
       block_q, block_k: block sizes (default ``default_blocks``); T and S need not be
         multiples of them (the tail block is padded and masked).
+      structure: an ``ops.structure.Structure`` (``dot_product_attention`` builds it from
+        its window, lengths, segment ids, prefix, ``mask_fn`` and ``score_fn`` arguments):
+        empty ``(query block, key block)`` pairs are skipped, full ones are not masked, and
+        no ``[T, S]`` array is formed. Arrays ``score_fn`` closes over get gradients.
+      return_residual: also return the log-sum-exp of each row's kept scaled scores,
+        ``[..., T, H]`` (as ``jax.nn``; no gradient flows through it; rows that see no key
+        hold ``large_negative``).
 
     Returns:
-      ``[..., T, H, Dv]`` in the dtype of ``query``. Rows that see no key are zero, with zero
-      gradients. The softmax statistics and accumulators are float32 (float64 for float64).
+      ``[..., T, H, Dv]`` in the dtype of ``query`` (and the residual). Rows that see no key
+      are zero, with zero gradients. The softmax statistics and accumulators are float32
+      (float64 for float64).
     """
     *batch, t, h, d = query.shape
     s, hk, dv = value.shape[-3:]
     g = h // hk
+    if is_causal and (structure is None or structure.causal is None):
+        structure = (structure or Structure()).replace(causal=0)
+    is_causal = structure is not None and structure.causal is not None
     auto_q, auto_k = default_blocks(t, s, is_causal)
     block_q = auto_q if block_q is None else int(block_q)
     block_k = auto_k if block_k is None else int(block_k)
@@ -379,10 +529,26 @@ def chunked_attention(
     if bias is not None:
         bias = _normalise(bias.astype(compute), tuple(batch), h, hk)
         bias = _pad_axis(_pad_axis(bias, 3, tp, 0.0), 4, sp, 0.0)
+    consts = ()
+    if structure is not None and structure.score_fn is not None:
+        # Arrays the function closes over become explicit inputs of the custom VJP, so they
+        # get gradients (a learned relative-position table, ALiBi slopes being trained).
+        example = (jnp.zeros((nb, hk, g, block_q, block_k), compute),
+                   jnp.zeros((nb, 1, 1, 1, 1), jnp.int32), jnp.zeros((1, hk, g, 1, 1), jnp.int32),
+                   jnp.zeros((1, 1, 1, block_q, 1), jnp.int32),
+                   jnp.zeros((1, 1, 1, 1, block_k), jnp.int32))
+        converted, consts = jax.closure_convert(structure.score_fn, *example)
+        structure = structure.replace(score_fn=converted)
+    aux = _aux(structure, t, s, tp, sp, consts)
     plan = _Plan(
-        t, s, block_q, block_k, n_q, n_k, bool(is_causal),
+        t, s, block_q, block_k, n_q, n_k, _static(structure),
         mask is not None, bias is not None, static_scale,
     )
-    o = _attention(plan, q, k, v, mask, bias)
-    o = o[:, :t].reshape(*batch, t, h, dv)
-    return o.astype(query.dtype)
+    o, lse = _attention(plan, q, k, v, mask, bias, aux)
+    o = o[:, :t].reshape(*batch, t, h, dv).astype(query.dtype)
+    if not return_residual:
+        return o
+    lse = jnp.transpose(lse, (0, 3, 1, 2))[:, :t].reshape(*batch, t, h)
+    neg = large_negative(lse.dtype)
+    lse = lax.stop_gradient(jnp.where(lse == -neg, neg, lse))
+    return o, lse

@@ -39,6 +39,7 @@ from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
 from attnjax.ops import chunked as _chunked
+from attnjax.ops.structure import Structure
 
 try:  # jax >= 0.6
     from jax import shard_map as _shard_map
@@ -131,7 +132,9 @@ def ring_attention_shard(query: Array, key: Array, value: Array, *, axis_name: s
     bq = min(tb, auto_q if block_q is None else int(block_q))
     bk = min(sb, auto_k if block_k is None else int(block_k))
     n_q, n_k = -(-tb // bq), -(-sb // bk)
-    plans = tuple(_chunked._Plan(tb, sb, bq, bk, n_q, n_k, causal, False, False, float(scale))
+    plans = tuple(_chunked._Plan(tb, sb, bq, bk, n_q, n_k,
+                                 Structure(causal=0) if causal else None, False, False,
+                                 float(scale))
                   for causal in (False, True))
     q = _chunked._pad_axis(query.astype(compute).reshape(b, tb, hk, h // hk, d), 1,
                            n_q * bq, 0.0)
