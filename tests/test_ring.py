@@ -66,8 +66,9 @@ def test_ring_attention_tiles_within_a_device_and_pads_ragged_tiles(is_causal):
     assert_same_output_and_gradients(ring, ref, q, k, v, ct)
 
 
-def test_causal_ring_attention_between_different_lengths():
-    q, k, v, ct = inputs(t=16, s=48)
+@pytest.mark.parametrize("t, s", [(16, 48), (48, 16)])  # S/n > T/n and S/n < T/n
+def test_causal_ring_attention_between_different_lengths(t, s):
+    q, k, v, ct = inputs(t=t, s=s)
     mesh = mesh_of(4)
     ring = lambda q, k, v: ring_attention(q, k, v, mesh=mesh, is_causal=True)  # noqa: E731
     ref = lambda q, k, v: ops.dot_product_attention(q, k, v, is_causal=True)  # noqa: E731

@@ -127,9 +127,89 @@ def test_structures_work_under_jit_vmap_and_strict_modes():
             out = ops.dot_product_attention(
                 q, k, v, implementation=impl, query_segment_ids=seg,
                 key_value_seq_lengths=jnp.asarray([24, 10, 0], jnp.int32), **kw)
-            jax.grad(lambda q: jnp.sum(ops.dot_product_attention(
+            jax.grad(lambda q, impl=impl: jnp.sum(ops.dot_product_attention(
                 q, k, v, implementation=impl, query_segment_ids=seg, **kw)))(q)
             assert bool(jnp.all(out[2] == 0))  # example 2 sees no key: zeros
+
+
+# --------------------------------------------------------------------------- ring (8 devices)
+
+
+def _mesh(n=8):
+    return jax.sharding.Mesh(np.array(jax.devices()[:n]), ("seq",))
+
+
+@settings(max_examples=8, deadline=None)
+@given(draw=PARTS, seed=st.integers(0, 2**16), t=st.sampled_from([8, 24, 40]),
+       s=st.sampled_from([8, 16, 40]), block=st.sampled_from([2, 4]))
+def test_ring_attention_on_8_devices_matches_the_dense_reference_forward_and_backward(
+        draw, seed, t, s, block):
+    """Structures in global positions, evaluated per device and per tile (tiles of 2 or 4
+    within each device's block of T/8 and S/8, so tiles and whole ring steps are skipped)."""
+    rng = np.random.default_rng(seed)
+    q, k, v = _qkv(rng, 2, t, s, 4, 2)
+    kw = _random_kwargs(rng, 2, t, s, 4, draw)
+    mesh = _mesh()
+
+    def ring(q, k, v):
+        return ops.ring_attention(q, k, v, mesh=mesh, block_q=block, block_k=block, **kw)
+
+    def ref(q, k, v):
+        return ops.dot_product_attention(q, k, v, implementation="xla", **kw)
+
+    np.testing.assert_allclose(jax.jit(ring)(q, k, v), ref(q, k, v), atol=TOL, rtol=TOL)
+    cot = jnp.asarray(rng.normal(size=(2, t, 4, 8)), jnp.float32)
+    grads = [jax.jit(jax.grad(lambda *a, f=f: jnp.sum(f(*a) * cot), (0, 1, 2)))(q, k, v)
+             for f in (ring, ref)]
+    for got, want in zip(*grads, strict=True):
+        np.testing.assert_allclose(got, want, atol=TOL, rtol=TOL)
+
+
+def test_ring_score_fn_closure_gradient_is_summed_over_the_devices():
+    rng = np.random.default_rng(3)
+    q, k, v = _qkv(rng, 1, 32, 32, 2, 2)
+    table = jnp.asarray(rng.normal(size=(64,)), jnp.float32)
+    mesh = _mesh()
+
+    def loss(table, ring):
+        fn = lambda sc, b, h, qi, ki: sc + table[qi - ki + 32]  # noqa: E731
+        kw = {"is_causal": True, "local_window_size": (9, 0), "score_fn": fn}
+        out = (ops.ring_attention(q, k, v, mesh=mesh, block_q=2, block_k=2, **kw) if ring
+               else ops.dot_product_attention(q, k, v, implementation="xla", **kw))
+        return jnp.sum(out ** 2)
+
+    want = jax.grad(loss)(table, False)
+    got = jax.jit(jax.grad(loss), static_argnums=1)(table, True)
+    assert float(jnp.abs(want).max()) > 1e-3
+    np.testing.assert_allclose(got, want, atol=TOL, rtol=1e-4)
+
+
+def test_ring_attention_shard_takes_per_device_segment_ids_inside_shard_map():
+    """Document packing across device boundaries: the key segment ids travel the ring."""
+    from jax.sharding import PartitionSpec as P
+
+    rng = np.random.default_rng(4)
+    q, k, v = _qkv(rng, 2, 48, 48, 4, 1)
+    seg = jnp.asarray(np.sort(rng.integers(0, 5, size=(2, 48)), 1), jnp.int32)
+    mesh = _mesh()
+    spec = P(None, "seq", None, None)
+    fn = jax.shard_map(
+        lambda q, k, v, seg: ops.ring_attention_shard(q, k, v, axis_name="seq",
+                                                      is_causal=True, query_segment_ids=seg),
+        mesh=mesh, in_specs=(spec, spec, spec, P(None, "seq")), out_specs=spec)
+    want = ops.dot_product_attention(q, k, v, implementation="xla", is_causal=True,
+                                     query_segment_ids=seg)
+    np.testing.assert_allclose(jax.jit(fn)(q, k, v, seg), want, atol=TOL, rtol=TOL)
+
+
+def test_ring_rejects_bad_structured_arguments_naming_them():
+    q, k, v = _qkv(np.random.default_rng(0), 2, 16, 16, 2, 2)
+    with pytest.raises(ValueError, match="query_segment_ids"):
+        ops.ring_attention(q, k, v, mesh=_mesh(), query_segment_ids=jnp.zeros((2, 8), jnp.int32))
+    with pytest.raises(ValueError, match="is_causal"):
+        ops.ring_attention(q, k, v, mesh=_mesh(), is_causal="diagonal")
+    with pytest.raises(ValueError, match="prefix_lengths"):
+        ops.ring_attention(q, k, v, mesh=_mesh(), prefix_lengths=jnp.zeros((2,), jnp.int32))
 
 
 # --------------------------------------------------------------------------- jax.nn parity
@@ -249,10 +329,9 @@ def test_bad_structured_arguments_raise_at_trace_time(kw, error, match):
         jax.jit(lambda q: ops.dot_product_attention(q, k, v, **kw)).lower(q)
 
 
-def test_flash_and_cudnn_refuse_what_they_cannot_do():
+def test_cudnn_refuses_what_it_cannot_do():
+    """(flash takes every structure: tests/test_flash_structured.py.)"""
     q, k, v = _qkv(np.random.default_rng(0), 1, 8, 8, 2, 2)
-    with pytest.raises(ValueError, match="chunked"):
-        ops.dot_product_attention(q, k, v, implementation="flash", local_window_size=2)
     if jax.default_backend() != "gpu":
         with pytest.raises(ValueError, match="NVIDIA GPU"):
             ops.dot_product_attention(q, k, v, implementation="cudnn")

@@ -426,6 +426,28 @@ def _add_bias_grad(dbias, ds, i, j, plan: _Plan):
     return lax.dynamic_update_slice(dbias, old + ds, starts)
 
 
+def convert_score_fn(st: Structure | None, shape, block_q: int, block_k: int, dtype,
+                     vary=None):
+    """``(st, consts)``: ``st.score_fn`` closure-converted (``jax.closure_convert``) so that
+    the arrays it closes over become explicit inputs ``consts`` of the custom VJPs and get
+    gradients (a learned relative-position table, ALiBi slopes being trained).
+
+    ``shape``: ``(B, Hk, G)`` of the score blocks; the function is traced once on blocks
+    of the forward layout ``[B, Hk, G, block_q, block_k]``. ``vary``: applied to the example
+    score and positions (``ops.ring`` types them as varying over its ``shard_map`` axis, as
+    they are when the function runs)."""
+    if st is None or st.score_fn is None:
+        return st, ()
+    nb, hk, g = shape
+    vary = (lambda x: x) if vary is None else vary  # noqa: E731
+    example = (vary(jnp.zeros((nb, hk, g, block_q, block_k), dtype)),
+               jnp.zeros((nb, 1, 1, 1, 1), jnp.int32), jnp.zeros((1, hk, g, 1, 1), jnp.int32),
+               vary(jnp.zeros((1, 1, 1, block_q, 1), jnp.int32)),
+               vary(jnp.zeros((1, 1, 1, 1, block_k), jnp.int32)))
+    converted, consts = jax.closure_convert(st.score_fn, *example)
+    return st.replace(score_fn=converted), tuple(consts)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _attention(plan, q, k, v, mask, bias, aux):
     """``(o, lse)``; the log-sum-exp is returned for ``return_residual`` and gets no
@@ -529,16 +551,7 @@ def chunked_attention(
     if bias is not None:
         bias = _normalise(bias.astype(compute), tuple(batch), h, hk)
         bias = _pad_axis(_pad_axis(bias, 3, tp, 0.0), 4, sp, 0.0)
-    consts = ()
-    if structure is not None and structure.score_fn is not None:
-        # Arrays the function closes over become explicit inputs of the custom VJP, so they
-        # get gradients (a learned relative-position table, ALiBi slopes being trained).
-        example = (jnp.zeros((nb, hk, g, block_q, block_k), compute),
-                   jnp.zeros((nb, 1, 1, 1, 1), jnp.int32), jnp.zeros((1, hk, g, 1, 1), jnp.int32),
-                   jnp.zeros((1, 1, 1, block_q, 1), jnp.int32),
-                   jnp.zeros((1, 1, 1, 1, block_k), jnp.int32))
-        converted, consts = jax.closure_convert(structure.score_fn, *example)
-        structure = structure.replace(score_fn=converted)
+    structure, consts = convert_score_fn(structure, (nb, hk, g), block_q, block_k, compute)
     aux = _aux(structure, t, s, tp, sp, consts)
     plan = _Plan(
         t, s, block_q, block_k, n_q, n_k, _static(structure),
