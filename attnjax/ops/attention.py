@@ -425,13 +425,13 @@ def dot_product_attention(
         ``large_negative`` (jax.nn: the log-sum-exp of its masked placeholders).
 
     Everything structured is combined by AND (``prefix_lengths`` widens the causal mask)
-    and never materialised by ``"chunked"``: it decides per (query block, key block)
-    whether the block is empty (skipped), full (not masked) or partial. ``"xla"`` evaluates
-    the same rule densely (the reference). ``"flash"`` takes only ``mask``/``bias``/
-    ``is_causal``. ``implementation="cudnn"`` passes everything jax.nn knows through to
-    ``jax.nn.dot_product_attention(implementation="cudnn")`` on an NVIDIA GPU and raises
-    elsewhere. Unlike jax.nn's ``"xla"``, a query row that sees no key outputs zeros (jax.nn
-    averages the values there).
+    and never materialised by ``"chunked"`` or ``"flash"``: they decide per (query block,
+    key block) whether the block is empty (skipped), full (not masked) or partial
+    (``"flash"`` per example, inside its Pallas kernels). ``"xla"`` evaluates the same rule
+    densely (the reference). ``implementation="cudnn"`` passes everything jax.nn knows
+    through to ``jax.nn.dot_product_attention(implementation="cudnn")`` on an NVIDIA GPU and
+    raises elsewhere. Unlike jax.nn's ``"xla"``, a query row that sees no key outputs zeros
+    (jax.nn averages the values there).
 
     Returns:
       ``out [..., T, H, Dv]`` in the dtype of ``query``, or ``(out, weights)`` with
@@ -479,13 +479,8 @@ def dot_product_attention(
                                      structure=structure, return_residual=return_residual)
         # Pallas is imported only when asked for
         from attnjax.ops.flash import flash_attention
-        if (structure is not None and not simple_causal) or return_residual:
-            raise ValueError(
-                "dot_product_attention: implementation='flash' takes mask, bias and a bool "
-                "is_causal only (no window, lengths, segment ids, prefix, mask_fn, score_fn "
-                "or return_residual yet); use implementation='chunked', which takes them all")
-        return flash_attention(query, key, value, bias=bias, mask=mask,
-                               is_causal=simple_causal, scale=scale)
+        return flash_attention(query, key, value, bias=bias, mask=mask, scale=scale,
+                               structure=structure, return_residual=return_residual)
     if simple_causal and not return_residual:
         weights = _weights(query, key, bias, mask, True, scale)
         lse = None
