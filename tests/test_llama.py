@@ -163,7 +163,7 @@ def test_llama_layout_matches_an_independent_numpy_forward(tie, rng):
     config = llama.config_from_hf_llama(hf)
     params = llama.convert_llama_weights(tensors, config)
     ids = np.array([3, 17, 5, 9, 30, 1, 22], np.int32)
-    logits, state = ann.DecoderOnlyLM(config).apply(
+    logits, state = ann.DecoderOnlyLM(config.replace(sow_weights=True)).apply(
         {"params": params}, jnp.asarray(ids)[None], mutable=["intermediates"])
     want_logits, want_maps = _numpy_llama(hf, tensors, ids)
     np.testing.assert_allclose(np.asarray(logits[0]), want_logits, atol=2e-4, rtol=1e-4)

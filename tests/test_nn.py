@@ -67,7 +67,10 @@ def test_mha_sows_attention_weights_only_when_asked():
     x = normal(0, (2, 5, 16))
     module = nn.MultiHeadAttention(num_heads=4)
     params = module.init(jax.random.key(0), x)
-    out, state = module.apply(params, x, is_causal=True, mutable=["intermediates"])
+    _, unasked = module.apply(params, x, is_causal=True, mutable=["intermediates"])
+    assert not unasked  # a mutable collection alone is not a request
+    out, state = module.apply(params, x, is_causal=True, sow_weights=True,
+                              mutable=["intermediates"])
     (weights,) = state["intermediates"]["attention_weights"]
     assert weights.shape == (2, 4, 5, 5)
     np.testing.assert_allclose(weights.sum(-1), 1.0, atol=1e-6)
@@ -78,8 +81,8 @@ def test_mha_sows_attention_weights_only_when_asked():
 def test_attention_dropout_needs_an_rng_and_is_reproducible():
     x = normal(0, (2, 5, 16))
     module = nn.MultiHeadAttention(num_heads=4, dropout_rate=0.5)
-    params = module.init(jax.random.key(0), x)
-    clean = module.apply(params, x)
+    params = module.init(jax.random.key(0), x, deterministic=True)
+    clean = module.apply(params, x, deterministic=True)
     a = module.apply(params, x, deterministic=False, rngs={"dropout": jax.random.key(1)})
     b = module.apply(params, x, deterministic=False, rngs={"dropout": jax.random.key(1)})
     np.testing.assert_array_equal(a, b)
@@ -147,7 +150,7 @@ def seq2seq():
 
 def test_encoder_decoder_shapes_and_captured_attention(seq2seq):
     cfg, model, params, source, target = seq2seq
-    logits, state = model.apply(
+    logits, state = model.clone(config=cfg.replace(sow_weights=True)).apply(
         {"params": params}, source, target, mutable=["intermediates"]
     )
     assert logits.shape == (2, 4, 13)

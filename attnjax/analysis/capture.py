@@ -1,7 +1,9 @@
 """Capture attention weights from any attnjax model without editing it.
 
-Every attention module sows its weights into the ``'intermediates'`` collection; this runs
-the model with that collection mutable and returns the weights keyed by module path.
+Attention modules sow their weights into the ``'intermediates'`` collection when asked to;
+this asks (``attnjax.nn.sow_attention_weights()``, read while the model is traced, so it works
+inside ``jax.jit`` too), runs the model with that collection mutable and returns the weights
+keyed by module path. Outside it, a model runs its own kernel and forms no ``[T, S]`` weights.
 """
 
 from __future__ import annotations
@@ -13,20 +15,24 @@ import flax.linen as nn
 import jax
 import numpy as np
 
+from attnjax.nn.attention import sow_attention_weights
+
 
 def capture_attention(
     model: nn.Module, variables: Any, *args, method=None, **kwargs
 ) -> tuple[Any, dict[str, np.ndarray]]:
-    """Run ``model.apply(variables, *args, **kwargs)`` and collect every sown attention map.
+    """Run ``model.apply(variables, *args, **kwargs)`` with every attention module sowing its
+    weights (``nn.sow_attention_weights``) and collect the maps.
 
     Returns:
       ``(output, maps)`` where ``maps`` maps a module path such as
       ``"decoder/layer_0/cross_attention"`` to its ``[B, H, T, S]`` weights (jax arrays, so
       this works under ``jit``).
     """
-    output, state = model.apply(
-        variables, *args, method=method, mutable=["intermediates"], **kwargs
-    )
+    with sow_attention_weights():
+        output, state = model.apply(
+            variables, *args, method=method, mutable=["intermediates"], **kwargs
+        )
     maps: dict[str, Any] = {}
     flat = jax.tree_util.tree_flatten_with_path(state.get("intermediates", {}))[0]
     for path, leaf in flat:

@@ -1,6 +1,6 @@
 """Flax linen modules: thin wrappers that own parameters and call ``attnjax.ops``."""
 
-from attnjax.nn.attention import MultiHeadAttention
+from attnjax.nn.attention import MultiHeadAttention, sow_attention_weights
 from attnjax.nn.builders import encoder_classifier, seq2seq_model
 from attnjax.nn.classifier import PositionClassifier, RecurrentStates
 from attnjax.nn.recurrent import AdditiveAttention, RNNConfig, RNNDecoder, RNNEncoder, RNNSeq2Seq
@@ -38,4 +38,5 @@ __all__ = [
     "TransformerConfig",
     "encoder_classifier",
     "seq2seq_model",
+    "sow_attention_weights",
 ]

@@ -1,8 +1,18 @@
 """Transformer encoder, decoder, encoder-decoder and decoder-only LM (Vaswani et al. 2017).
 
 Every attention goes through ``MultiHeadAttention``, so every layer's weights can be captured
-with ``mutable=['intermediates']`` (``.../self_attention/attention_weights``,
-``.../cross_attention/attention_weights``) without editing the model.
+(``.../self_attention/attention_weights``, ``.../cross_attention/attention_weights``) with
+``mutable=['intermediates']`` once sowing is asked for: ``TransformerConfig(sow_weights=True)``,
+or ``attnjax.nn.sow_attention_weights()`` around an unedited model (what
+``analysis.capture_attention`` does).
+
+Packed documents: every model takes ``segment_ids`` (``[B, L]`` int; ``EncoderDecoder``:
+``source_segment_ids`` and ``target_segment_ids``). Attention then stays within a document,
+in the self-attention of the encoder and of the decoder and, for ``EncoderDecoder``, in the
+cross-attention (target document ``n`` reads source document ``n``); sinusoidal and learned
+positions restart at 0 in every document (``ops.segment_positions``; RoPE and ALiBi are
+relative and need no reset), so a packed document gets the outputs it gets alone. Documents
+are contiguous runs of one id; padding tokens (``pad_id``) stay masked as keys.
 """
 
 from __future__ import annotations
@@ -60,12 +70,26 @@ class TransformerConfig:
       scale_tied_logits: with tied embeddings, divide the logits by sqrt(model_dim) (the
         unit-variance embeddings of attnjax's own models); False for imported models whose
         logits are the plain ``x @ E^T`` (Llama, GPT-2).
-      type_vocab_size: > 0 adds token-type (segment) embeddings to the encoder input (BERT).
+      type_vocab_size: > 0 adds token-type embeddings to the encoder input (BERT's sentence
+        A/B "segments"; unrelated to the packed-document ``segment_ids``).
       embedding_norm: LayerNorm on the encoder's summed input embeddings (BERT).
       decode: build modules for step-by-step decoding with a KV cache.
+      local_window_size: ``None`` (full attention), an int ``w`` or ``(left, right)``:
+        every self-attention sees keys ``i - left <= j <= i + right`` only (with the
+        decoder's causal mask, ``w`` or ``(w, 0)`` is sliding-window attention, Beltagy et
+        al. 2020). The chunked implementation then skips the key blocks outside the band.
+      attention_implementation: ``ops.dot_product_attention``'s ``implementation`` for every
+        attention layer: ``None`` (the best for the backend and shape), ``"xla"``,
+        ``"chunked"``, ``"flash"`` or ``"cudnn"``.
+      sow_weights: every attention layer sows its ``[B, H, T, S]`` weights into
+        ``'intermediates'`` where that collection is mutable, running the ``"xla"``
+        implementation to form them; off by default (for a model built without it,
+        ``attnjax.nn.sow_attention_weights()``).
       attention_scale: the attention logit scale; None (the default) is 1/sqrt(head dim),
         1.0 the unscaled dot product (experiments/sqrt_dk.py). Passed to the attention
-        module only when set, so an ``attention_cls`` without a ``scale`` field still fits.
+        module only when set, so an ``attention_cls`` without a ``scale`` field still fits
+        (so are ``local_window_size``, ``attention_implementation`` and ``sow_weights``, and
+        the segment ids at call time).
       attention_cls: the attention module class; default ``MultiHeadAttention``. Anything
         with its constructor and call signature fits: an ablation wrapper, or a peer
         implementation to benchmark against (benchmarks/train_throughput.py).
@@ -97,6 +121,9 @@ class TransformerConfig:
     embedding_norm: bool = False
     rope_base: float = 10_000.0
     decode: bool = False
+    local_window_size: int | tuple[int, int] | None = None
+    attention_implementation: str | None = None
+    sow_weights: bool = False
     dtype: Any = jnp.float32
     attention_scale: float | None = None
     attention_cls: Any = None
@@ -120,6 +147,21 @@ class TransformerConfig:
                 f"TransformerConfig: `activation` must be one of {tuple(ACTIVATIONS)}, got "
                 f"{self.activation!r}"
             )
+        w = self.local_window_size
+        pair = (w, w) if isinstance(w, int) else w
+        if w is not None and not (
+            isinstance(pair, tuple) and len(pair) == 2
+            and all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in pair)
+        ):
+            raise ValueError(
+                "TransformerConfig: `local_window_size` must be None, an int >= 0 or a tuple "
+                f"(left, right) of them, got {w!r}"
+            )
+        if self.attention_implementation not in (None, *ops.IMPLEMENTATIONS):
+            raise ValueError(
+                "TransformerConfig: `attention_implementation` must be None or one of "
+                f"{ops.IMPLEMENTATIONS}, got {self.attention_implementation!r}"
+            )
 
     @property
     def attention_position(self) -> str | None:
@@ -141,13 +183,14 @@ class PositionEmbedding(nn.Module):
     """Adds absolute positions (sinusoidal or learned) to ``x [B, L, D]``.
 
     In decode mode it keeps its own step counter in the ``'cache'`` collection, so a token
-    fed alone at step ``t`` receives position ``t``.
+    fed alone at step ``t`` receives position ``t``. ``positions [B, L]`` (int) replaces
+    ``0..L-1``, e.g. ``ops.segment_positions`` of packed documents.
     """
 
     config: TransformerConfig
 
     @nn.compact
-    def __call__(self, x: Array) -> Array:
+    def __call__(self, x: Array, positions: Array | None = None) -> Array:
         cfg = self.config
         if cfg.position not in ("sinusoidal", "learned"):
             return x
@@ -156,7 +199,16 @@ class PositionEmbedding(nn.Module):
             raise ValueError(
                 f"PositionEmbedding: sequence length {length} exceeds max_len={cfg.max_len}"
             )
-        positions = jnp.arange(length)
+        if positions is not None:
+            if cfg.decode:
+                raise ValueError("PositionEmbedding: explicit `positions` in decode mode")
+            if positions.shape != x.shape[:-1]:
+                raise ValueError(
+                    f"PositionEmbedding: `positions` must have shape {list(x.shape[:-1])}, "
+                    f"got {list(positions.shape)}"
+                )
+        else:
+            positions = jnp.arange(length)
         if cfg.decode:
             cached = self.has_variable("cache", "position_index")
             index = self.variable("cache", "position_index", lambda: jnp.array(0, jnp.int32))
@@ -210,9 +262,13 @@ class _Residual(nn.Module):
 
 def _attention(cfg: TransformerConfig, name: str, *, self_attention: bool) -> nn.Module:
     # Passed only when set, so an `attention_cls` without these fields still fits.
-    scale = {} if cfg.attention_scale is None else {"scale": cfg.attention_scale}
-    if not cfg.use_bias:
-        scale["use_bias"] = False
+    optional = {
+        "scale": cfg.attention_scale,
+        "implementation": cfg.attention_implementation,
+        "local_window_size": cfg.local_window_size if self_attention else None,
+        "use_bias": None if cfg.use_bias else False,
+        "sow_weights": True if cfg.sow_weights else None,
+    }
     return (cfg.attention_cls or MultiHeadAttention)(
         num_heads=cfg.num_heads,
         num_kv_heads=cfg.num_kv_heads,
@@ -223,8 +279,35 @@ def _attention(cfg: TransformerConfig, name: str, *, self_attention: bool) -> nn
         decode=cfg.decode and self_attention,
         dtype=cfg.dtype,
         name=name,
-        **scale,
+        **{k: v for k, v in optional.items() if v is not None},
     )
+
+
+def _segments(query_ids: Array | None, kv_ids: Array | None = None) -> dict:
+    """The segment-id keyword arguments of an attention call, empty without segments (so an
+    ``attention_cls`` without them still fits)."""
+    if query_ids is None:
+        return {}
+    return {"query_segment_ids": query_ids,
+            "key_value_segment_ids": query_ids if kv_ids is None else kv_ids}
+
+
+def _check_segments(name: str, segment_ids: Array | None, tokens: Array, decode: bool) -> None:
+    if segment_ids is None:
+        return
+    if decode:
+        raise ValueError(f"`{name}` (packed documents) is not supported in decode mode")
+    if segment_ids.shape != tokens.shape or not jnp.issubdtype(segment_ids.dtype, jnp.integer):
+        raise ValueError(
+            f"`{name}` must be integer document ids of the shape of the tokens "
+            f"{list(tokens.shape)}, got shape {list(segment_ids.shape)} dtype "
+            f"{segment_ids.dtype}"
+        )
+
+
+def _positions(segment_ids: Array | None) -> Array | None:
+    """Absolute positions restarting in every packed document (None: ``0..L-1``)."""
+    return None if segment_ids is None else ops.segment_positions(segment_ids)
 
 
 class EncoderLayer(nn.Module):
@@ -233,12 +316,15 @@ class EncoderLayer(nn.Module):
     config: TransformerConfig
 
     @nn.compact
-    def __call__(self, x: Array, mask: Array | None = None, *, deterministic: bool = True):
-        """x: ``[B, S, D]``; mask: bool broadcastable to ``[B, H, S, S]``."""
+    def __call__(self, x: Array, mask: Array | None = None, *,
+                 segment_ids: Array | None = None, deterministic: bool = True):
+        """x: ``[B, S, D]``; mask: bool broadcastable to ``[B, H, S, S]``; segment_ids:
+        ``[B, S]`` int, attention within each packed document only."""
         cfg = self.config
         attention = _attention(cfg, "self_attention", self_attention=True)
+        segments = _segments(segment_ids)
         x = _Residual(cfg, name="attention_block")(
-            x, lambda h: attention(h, mask=mask, deterministic=deterministic),
+            x, lambda h: attention(h, mask=mask, deterministic=deterministic, **segments),
             deterministic=deterministic,
         )
         if not cfg.mlp_dim:  # attention-only
@@ -262,27 +348,38 @@ class DecoderLayer(nn.Module):
         *,
         self_mask: Array | None = None,
         cross_mask: Array | None = None,
+        segment_ids: Array | None = None,
+        memory_segment_ids: Array | None = None,
         deterministic: bool = True,
     ) -> Array:
         """x: ``[B, T, D]``; memory: ``[B, S, D]`` encoder output or None (decoder-only).
 
         self_mask / cross_mask: bool broadcastable to ``[B, H, T, T]`` / ``[B, H, T, S]``.
+        segment_ids / memory_segment_ids: ``[B, T]`` / ``[B, S]`` int packed-document ids of
+        the decoder and the memory (cross-attention needs both).
         """
         cfg = self.config
         self_attention = _attention(cfg, "self_attention", self_attention=True)
+        self_segments = _segments(segment_ids)
         x = _Residual(cfg, name="self_attention_block")(
             x,
             lambda h: self_attention(
-                h, mask=self_mask, is_causal=True, deterministic=deterministic
+                h, mask=self_mask, is_causal=True, deterministic=deterministic, **self_segments
             ),
             deterministic=deterministic,
         )
         if memory is not None:
+            if (segment_ids is None) != (memory_segment_ids is None):
+                raise ValueError(
+                    "DecoderLayer: cross-attention over packed documents needs both "
+                    "`segment_ids` and `memory_segment_ids` (or neither)"
+                )
             cross_attention = _attention(cfg, "cross_attention", self_attention=False)
+            cross_segments = _segments(segment_ids, memory_segment_ids)
             x = _Residual(cfg, name="cross_attention_block")(
                 x,
                 lambda h: cross_attention(
-                    h, memory, mask=cross_mask, deterministic=deterministic
+                    h, memory, mask=cross_mask, deterministic=deterministic, **cross_segments
                 ),
                 deterministic=deterministic,
             )
@@ -316,14 +413,22 @@ class Encoder(nn.Module):
 
     @nn.compact
     def __call__(
-        self, tokens: Array, *, token_types: Array | None = None, deterministic: bool = True
+        self,
+        tokens: Array,
+        *,
+        token_types: Array | None = None,
+        segment_ids: Array | None = None,
+        deterministic: bool = True,
     ) -> Array:
         """tokens: ``[B, S]`` ids (``pad_id`` is masked). Returns ``[B, S, D]``.
 
-        token_types: ``[B, S]`` segment ids when ``type_vocab_size > 0``; default all 0.
+        token_types: ``[B, S]`` token-type ids (BERT's sentence A/B "segment" embeddings)
+        when ``type_vocab_size > 0``; default all 0.
+        segment_ids: ``[B, S]`` int packed-document ids (see the module docstring).
         """
         cfg = self.config
         _check_tokens("tokens", tokens)
+        _check_segments("segment_ids", segment_ids, tokens, decode=False)
         if token_types is not None and cfg.type_vocab_size == 0:
             raise ValueError("Encoder: `token_types` given but config.type_vocab_size is 0")
         if token_types is not None and token_types.shape != tokens.shape:
@@ -337,7 +442,8 @@ class Encoder(nn.Module):
         # still apply to inputs of any shape.
         if not self.is_initializing():
             x = self.perturb("embeddings", x)
-        x = PositionEmbedding(cfg.replace(decode=False), name="position")(x)
+        x = PositionEmbedding(cfg.replace(decode=False), name="position")(
+            x, _positions(segment_ids))
         if cfg.type_vocab_size:
             types = jnp.zeros_like(tokens) if token_types is None else token_types
             x = x + nn.Embed(cfg.type_vocab_size, cfg.model_dim, name="token_type")(types)
@@ -347,7 +453,7 @@ class Encoder(nn.Module):
         mask = ops.padding_mask_from_tokens(tokens, pad_id=cfg.pad_id)
         for i in range(cfg.num_layers):
             x = EncoderLayer(cfg.replace(decode=False), name=f"layer_{i}")(
-                x, mask, deterministic=deterministic
+                x, mask, segment_ids=segment_ids, deterministic=deterministic
             )
         if not cfg.pre_ln:
             return x
@@ -372,6 +478,8 @@ class Decoder(nn.Module):
         memory: Array | None = None,
         memory_valid: Array | None = None,
         *,
+        segment_ids: Array | None = None,
+        memory_segment_ids: Array | None = None,
         deterministic: bool = True,
     ) -> Array:
         """Logits ``[B, T, V]`` for ``tokens [B, T]``.
@@ -380,13 +488,17 @@ class Decoder(nn.Module):
           tokens: decoder input ids (shifted right for teacher forcing).
           memory: ``[B, S, D]`` encoder output (cross-attention) or None.
           memory_valid: ``[B, S]`` bool, the real (non-pad) encoder positions.
+          segment_ids: ``[B, T]`` int packed-document ids of ``tokens`` (module docstring).
+          memory_segment_ids: ``[B, S]`` int document ids of ``memory`` (with cross-attention,
+            given together with ``segment_ids``).
         """
         cfg = self.config
         _check_tokens("tokens", tokens)
+        _check_segments("segment_ids", segment_ids, tokens, cfg.decode)
         if self.cross_attention and memory is None:
             raise ValueError("Decoder: `memory` [B, S, D] is required with cross_attention")
         embed = _embed(cfg, self.vocab_size, "embed")
-        x = PositionEmbedding(cfg, name="position")(embed(tokens))
+        x = PositionEmbedding(cfg, name="position")(embed(tokens), _positions(segment_ids))
         x = nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
         # Right padding never leaks into real positions under a causal mask, but masking pad
         # keys keeps left-padded prompts correct too. In decode mode the cache masks instead.
@@ -400,6 +512,8 @@ class Decoder(nn.Module):
                 memory if self.cross_attention else None,
                 self_mask=self_mask,
                 cross_mask=cross_mask,
+                segment_ids=segment_ids,
+                memory_segment_ids=memory_segment_ids if self.cross_attention else None,
                 deterministic=deterministic,
             )
         if cfg.pre_ln:
@@ -424,30 +538,61 @@ class EncoderDecoder(nn.Module):
             num_layers=cfg.num_decoder_layers or cfg.num_layers,
         )
 
-    def encode(self, source: Array, *, deterministic: bool = True) -> Array:
+    def encode(self, source: Array, *, source_segment_ids: Array | None = None,
+               deterministic: bool = True) -> Array:
         """source: ``[B, S]`` ids -> ``[B, S, D]``."""
-        return self.encoder(source, deterministic=deterministic)
+        return self.encoder(source, segment_ids=source_segment_ids,
+                            deterministic=deterministic)
 
     def decode(
-        self, encoded: Array, source: Array, target_in: Array, *, deterministic: bool = True
+        self,
+        encoded: Array,
+        source: Array,
+        target_in: Array,
+        *,
+        source_segment_ids: Array | None = None,
+        target_segment_ids: Array | None = None,
+        deterministic: bool = True,
     ) -> Array:
         """Logits ``[B, T, V]`` for decoder inputs ``target_in [B, T]`` given ``encoded``."""
+        if (source_segment_ids is None) != (target_segment_ids is None):
+            raise ValueError("EncoderDecoder: packed documents need both `source_segment_ids` "
+                             "and `target_segment_ids` (or neither)")
         memory_valid = ops.valid_from_tokens(source, self.config.pad_id)
-        return self.decoder(target_in, encoded, memory_valid, deterministic=deterministic)
+        return self.decoder(target_in, encoded, memory_valid, segment_ids=target_segment_ids,
+                            memory_segment_ids=source_segment_ids, deterministic=deterministic)
 
-    def __call__(self, source: Array, target_in: Array, *, deterministic: bool = True) -> Array:
-        """source ``[B, S]``, target_in ``[B, T]`` -> logits ``[B, T, V]``."""
-        encoded = self.encode(source, deterministic=deterministic)
-        return self.decode(encoded, source, target_in, deterministic=deterministic)
+    def __call__(
+        self,
+        source: Array,
+        target_in: Array,
+        *,
+        source_segment_ids: Array | None = None,
+        target_segment_ids: Array | None = None,
+        deterministic: bool = True,
+    ) -> Array:
+        """source ``[B, S]``, target_in ``[B, T]`` -> logits ``[B, T, V]``.
+
+        ``source_segment_ids [B, S]`` / ``target_segment_ids [B, T]``: packed documents
+        (module docstring), given together: target document ``n`` reads source document
+        ``n``."""
+        encoded = self.encode(source, source_segment_ids=source_segment_ids,
+                              deterministic=deterministic)
+        return self.decode(encoded, source, target_in, source_segment_ids=source_segment_ids,
+                           target_segment_ids=target_segment_ids, deterministic=deterministic)
 
 
 class DecoderOnlyLM(nn.Module):
-    """A GPT-style causal language model: ``tokens [B, T] -> logits [B, T, V]``."""
+    """A GPT-style causal language model: ``tokens [B, T] -> logits [B, T, V]``.
+
+    ``segment_ids [B, T]`` (int): packed documents (see the module docstring): each
+    document's logits are those it gets alone."""
 
     config: TransformerConfig
 
     @nn.compact
-    def __call__(self, tokens: Array, *, deterministic: bool = True) -> Array:
+    def __call__(self, tokens: Array, *, segment_ids: Array | None = None,
+                 deterministic: bool = True) -> Array:
         cfg = self.config
         return Decoder(
             cfg,
@@ -455,4 +600,4 @@ class DecoderOnlyLM(nn.Module):
             num_layers=cfg.num_layers,
             cross_attention=False,
             name="decoder",
-        )(tokens, deterministic=deterministic)
+        )(tokens, segment_ids=segment_ids, deterministic=deterministic)

@@ -21,9 +21,11 @@ from attnjax.ops.masks import (
 )
 from attnjax.ops.positional import (
     alibi_bias,
+    alibi_score_fn,
     alibi_slopes,
     apply_rope,
     rope_frequencies,
+    segment_positions,
     sinusoidal_encoding,
 )
 from attnjax.ops.ring import ring_attention, ring_attention_shard
@@ -33,6 +35,7 @@ __all__ = [
     "additive_attention",
     "additive_scores",
     "alibi_bias",
+    "alibi_score_fn",
     "alibi_slopes",
     "apply_rope",
     "causal_mask",
@@ -50,6 +53,7 @@ __all__ = [
     "padding_mask_from_lengths",
     "padding_mask_from_tokens",
     "rope_frequencies",
+    "segment_positions",
     "sinusoidal_encoding",
     "valid_from_lengths",
     "valid_from_tokens",

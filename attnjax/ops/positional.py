@@ -3,8 +3,10 @@
 * ``sinusoidal_encoding``: absolute, added to embeddings (Vaswani et al. 2017, sec. 3.5).
 * ``apply_rope``: rotary embeddings, rotate q and k so that ``q_m . k_n`` depends only on
   ``m - n`` (Su et al. 2021, RoFormer).
-* ``alibi_slopes`` / ``alibi_bias``: a per-head linear distance penalty added to the logits
-  (Press et al. 2022, "Train Short, Test Long").
+* ``alibi_slopes`` / ``alibi_score_fn`` / ``alibi_bias``: a per-head linear distance penalty
+  added to the logits (Press et al. 2022, "Train Short, Test Long"): as a ``score_fn`` for
+  ``dot_product_attention`` (no ``[H, T, S]`` array) or as a dense bias, one formula.
+* ``segment_positions``: positions that restart at 0 in every packed document.
 
 Learned position tables are parameters, so they live in ``attnjax.nn``.
 """
@@ -123,6 +125,32 @@ def alibi_slopes(num_heads: int) -> np.ndarray:
     return np.asarray(slopes, np.float32)
 
 
+def alibi_score_fn(num_heads: int, *, query_offset=0):
+    """ALiBi as a ``score_fn`` for ``dot_product_attention``: ``score - slope_h * |i - j|``.
+
+    Evaluated elementwise on the index arrays the attention passes in, so no ``[H, T, S]``
+    bias is formed (``"chunked"`` applies it per block). The symmetric distance serves
+    encoders; with a causal mask it equals the paper's ``slope * (j - i)`` on every visible
+    pair.
+
+    Args:
+      num_heads: H, the number of query heads (the ``head`` index the attention passes).
+      query_offset: added to the query index: the absolute position of the first query
+        (an int, or a traced scalar such as a KV cache's index when decoding).
+
+    Returns:
+      ``score_fn(score, batch, head, q_index, kv_index) -> score`` (batch unused).
+    """
+    slopes = alibi_slopes(num_heads)
+
+    def score_fn(score, batch, head, q_index, kv_index):
+        del batch
+        distance = jnp.abs(q_index + query_offset - kv_index).astype(score.dtype)
+        return score - jnp.asarray(slopes, score.dtype)[head] * distance
+
+    return score_fn
+
+
 def alibi_bias(
     num_heads: int,
     query_length: int,
@@ -131,10 +159,8 @@ def alibi_bias(
     query_positions: Array | None = None,
     kv_positions: Array | None = None,
 ) -> Array:
-    """``[H, T, S]`` ALiBi bias ``-slope_h * |i - j|``, ready for ``dot_product_attention(bias=)``.
-
-    The symmetric distance serves encoders; with a causal mask it equals the paper's
-    ``slope * (j - i)`` on every visible pair.
+    """``[H, T, S]`` ALiBi bias ``-slope_h * |i - j|``, ready for ``dot_product_attention(bias=)``
+    (``alibi_score_fn`` evaluated densely, for implementations without ``score_fn``).
 
     Args:
       query_positions: optional ``[T]`` absolute query positions (default ``arange(T)``), e.g.
@@ -146,8 +172,32 @@ def alibi_bias(
         query_positions = jnp.arange(query_length)
     if kv_positions is None:
         kv_positions = jnp.arange(kv_length)
-    distance = jnp.abs(
-        jnp.asarray(query_positions)[:, None] - jnp.asarray(kv_positions)[None, :]
-    ).astype(jnp.float32)
-    slopes = jnp.asarray(alibi_slopes(num_heads))
-    return -slopes[:, None, None] * distance[None]
+    query_positions = jnp.asarray(query_positions, jnp.int32)
+    kv_positions = jnp.asarray(kv_positions, jnp.int32)
+    heads = jnp.arange(num_heads, dtype=jnp.int32).reshape(num_heads, 1, 1)
+    t, s = query_positions.shape[0], kv_positions.shape[0]
+    zeros = jnp.zeros((num_heads, t, s), jnp.float32)
+    return alibi_score_fn(num_heads)(
+        zeros, None, heads, query_positions.reshape(1, t, 1), kv_positions.reshape(1, 1, s))
+
+
+def segment_positions(segment_ids: Array) -> Array:
+    """``[..., L]`` int32 position of every token within its document.
+
+    Packed documents are contiguous runs of equal ``segment_ids`` (``[..., L]`` int); the
+    position restarts at 0 wherever the id changes, so a document packed behind others gets
+    the positions it would have alone.
+    """
+    segment_ids = jnp.asarray(segment_ids)
+    if segment_ids.ndim < 1 or not jnp.issubdtype(segment_ids.dtype, jnp.integer):
+        raise ValueError(
+            f"segment_positions: `segment_ids` must be an integer array [..., L], got shape "
+            f"{list(segment_ids.shape)} dtype {segment_ids.dtype}"
+        )
+    index = jnp.broadcast_to(jnp.arange(segment_ids.shape[-1], dtype=jnp.int32),
+                             segment_ids.shape)
+    starts = jnp.concatenate(
+        [jnp.ones_like(segment_ids[..., :1], bool), segment_ids[..., 1:] != segment_ids[..., :-1]],
+        axis=-1)
+    start_of_document = jax.lax.cummax(jnp.where(starts, index, 0), axis=segment_ids.ndim - 1)
+    return index - start_of_document

@@ -288,10 +288,11 @@ class PretrainedEncoder:
                     return module.apply({"params": params}, tokens), None, None
                 # One pass: attention sows its weights, and flax records the outputs of the
                 # embedding LayerNorm and of every layer (no model edits).
-                out, state = module.apply(
-                    {"params": params}, tokens, capture_intermediates=embeddings_and_layers,
-                    mutable=["intermediates"],
-                )
+                with ann.sow_attention_weights():
+                    out, state = module.apply(
+                        {"params": params}, tokens, capture_intermediates=embeddings_and_layers,
+                        mutable=["intermediates"],
+                    )
                 inter = state["intermediates"]
                 layers = [inter[f"layer_{i}"] for i in range(num_layers)]
                 attention = jnp.stack(

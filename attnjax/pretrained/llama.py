@@ -475,9 +475,10 @@ class CausalLM:
             def run(params, tokens):
                 if not with_internals:
                     return module.apply({"params": params}, tokens), None, None
-                logits, state = module.apply(
-                    {"params": params}, tokens, capture_intermediates=embedding_and_layers,
-                    mutable=["intermediates"])
+                with ann.sow_attention_weights():
+                    logits, state = module.apply(
+                        {"params": params}, tokens, capture_intermediates=embedding_and_layers,
+                        mutable=["intermediates"])
                 inter = state["intermediates"]["decoder"]
                 layers = [inter[f"layer_{i}"] for i in range(num_layers)]
                 attention = jnp.stack(
