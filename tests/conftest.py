@@ -113,6 +113,17 @@ SLOW_TESTS = {
     ("test_train", "test_fit_learns_to_copy_and_decoding_recovers_the_source"),
     ("test_train", "test_greedy_kv_cache_decoding_equals_argmax_of_full_forward_passes"),
     ("test_train", "test_interrupted_run_resumes_to_identical_parameters_and_complete_metrics"),
+    ("test_flash_structured", "test_random_structures_match_the_dense_reference_forward_backward_and_residual"),  # noqa: E501
+    ("test_flash_structured", "test_empty_tiles_are_skipped_not_masked"),
+    ("test_flash_structured", "test_schedules_visit_exactly_the_non_empty_tiles_of_each_example"),
+    ("test_flash_structured", "test_fully_masked_rows_give_zero_output_and_zero_finite_grads"),
+    ("test_nn_structured", "test_packed_windowed_alibi_lm_runs_under_rank_promotion_raise"),
+    ("test_nn_structured", "test_packed_source_target_pairs_give_the_logits_of_each_pair_alone"),
+    ("test_nn_structured", "test_alibi_goes_in_as_a_score_fn_and_equals_the_dense_bias"),
+    ("test_nn_structured", "test_lm_kv_cache_decoding_with_a_sliding_window_equals_the_full_forward"),  # noqa: E501
+    ("test_nn_structured", "test_packed_documents_give_the_logits_of_each_document_alone"),
+    ("test_nn_structured", "test_inputs_k_and_inputs_v_equal_flax_with_the_same_params"),
+    ("test_bench_structured", "test_structured_masks_benchmark_reports_every_group_ratio_bar_and_memory_row"),  # noqa: E501
     ("test_structured", "test_random_structures_match_the_dense_reference_forward_and_backward"),  # noqa: E501
     ("test_structured", "test_structures_work_under_jit_vmap_and_strict_modes"),
     ("test_structured", "test_ring_attention_on_8_devices_matches_the_dense_reference_forward_and_backward"),  # noqa: E501

@@ -93,7 +93,7 @@ def test_matches_reference_forward_and_backward(case):
         assert jnp.all(out[:, 1] == 0)
 
 
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=6, deadline=None)
 @given(
     t=st.integers(1, 24),
     s=st.integers(1, 24),
