@@ -2,6 +2,7 @@
 
 import json
 
+import jax.numpy as jnp
 import pytest
 
 from attnjax import experiment
@@ -32,3 +33,12 @@ def leaves(obj):
             yield from leaves(value)
     elif isinstance(obj, int | float) and not isinstance(obj, bool):
         yield obj
+
+
+def random_qkv(rng, b, t, s, h, hk, d=8, dv=8):
+    """float32 ``query [b, t, h, d]``, ``key [b, s, hk, d]``, ``value [b, s, hk, dv]`` drawn
+    from ``rng`` (a ``np.random.Generator``)."""
+    q = jnp.asarray(rng.normal(size=(b, t, h, d)), jnp.float32)
+    k = jnp.asarray(rng.normal(size=(b, s, hk, d)), jnp.float32)
+    v = jnp.asarray(rng.normal(size=(b, s, hk, dv)), jnp.float32)
+    return q, k, v

@@ -21,17 +21,11 @@ from attnjax.ops import flash as flash_lib
 from attnjax.ops import structure as structure_lib
 from attnjax.ops.chunked import large_negative
 from attnjax.ops.flash import flash_attention
+from tests.helpers import random_qkv as _qkv
 
 TOL = 2e-5
 BLOCKS = {"block_q": 16, "block_k": 16}
 FAST_COMPILE = {"xla_backend_optimization_level": 0}
-
-
-def _qkv(rng, b, t, s, h, hk, d=8, dv=8):
-    q = jnp.asarray(rng.normal(size=(b, t, h, d)), jnp.float32)
-    k = jnp.asarray(rng.normal(size=(b, s, hk, d)), jnp.float32)
-    v = jnp.asarray(rng.normal(size=(b, s, hk, dv)), jnp.float32)
-    return q, k, v
 
 
 def _structured_kwargs(rng, b, t, s, h, parts):

@@ -13,15 +13,9 @@ from hypothesis import strategies as st
 
 from attnjax import ops
 from attnjax.ops import structure as structure_lib
+from tests.helpers import random_qkv as _qkv
 
 TOL = 2e-5
-
-
-def _qkv(rng, b, t, s, h, hk, d=8, dv=8):
-    q = jnp.asarray(rng.normal(size=(b, t, h, d)), jnp.float32)
-    k = jnp.asarray(rng.normal(size=(b, s, hk, d)), jnp.float32)
-    v = jnp.asarray(rng.normal(size=(b, s, hk, dv)), jnp.float32)
-    return q, k, v
 
 
 def _random_kwargs(rng, b, t, s, h, draw):

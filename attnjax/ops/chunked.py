@@ -163,7 +163,6 @@ def _keep(i, j, mask_blk, plan: _Plan, aux=None, shape=None):
     like the score blocks: no implicit rank promotion (it runs under
     ``jax.numpy_rank_promotion("raise")``)."""
     keep = mask_blk
-    rows = i * plan.block_q + lax.broadcasted_iota(jnp.int32, (1, 1, 1, plan.block_q, 1), 3)
     cols = j * plan.block_k + lax.broadcasted_iota(jnp.int32, (1, 1, 1, 1, plan.block_k), 4)
     st = None if aux is None else _structure(plan, aux)
     if st is not None and st.masks:
@@ -179,7 +178,6 @@ def _keep(i, j, mask_blk, plan: _Plan, aux=None, shape=None):
         keep = structured if keep is None else jnp.logical_and(keep, structured)
     if plan.n_k * plan.block_k != plan.s:
         keep = cols < plan.s if keep is None else jnp.logical_and(keep, cols < plan.s)
-    del rows
     return keep
 
 
